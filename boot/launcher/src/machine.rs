@@ -1,0 +1,135 @@
+//! The emulated machine, defined once.
+//!
+//! ```text
+//!  q35 chipset ── intel-iommu (VT-d, 48-bit address width, 4-level tables)
+//!      ├── 00:01.0 edu (DMA mask: all 64 bits, so user addresses pass unclamped)
+//!      ├── 00:02.0 edu
+//!      ├── isa-debug-exit at port 0xf4 (the kernel's exit code)
+//!      └── COM1 on stdio; no display; qboot firmware (fast; leaves BARs to us)
+//! ```
+//!
+//! Accelerator: TCG with `-icount shift=auto,sleep=off` by default. With
+//! icount the virtual clock skips ahead while the guest is halted, so an
+//! `edu` DMA (100 ms of virtual time) costs well under a millisecond of wall
+//! time. KVM is used on request, or by `auto` when the host CPU has VT-x or
+//! AMD-V; a paravirtual `/dev/kvm` without them is ~2000x slower than TCG.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// The one-line install hint printed when QEMU is missing.
+pub const QEMU_INSTALL_HINT: &str = "qemu-system-x86_64 not found: install it with `apt-get install qemu-system-x86`";
+/// qboot, the fast firmware (Debian package qemu-system-data).
+pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// TCG; `icount_shift` None = `shift=auto`, Some(n) = a fixed shift
+    /// (the guest TSC then counts instructions, repeatable run to run).
+    Tcg { icount_shift: Option<u8> },
+    Kvm,
+}
+
+impl Accel {
+    /// What `auto` picks on this host.
+    pub fn auto() -> Accel {
+        if host_has_hw_virt() && Path::new("/dev/kvm").exists() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg { icount_shift: None }
+        }
+    }
+
+    /// Parse `tcg`, `kvm` or `auto`.
+    pub fn parse(s: &str) -> Option<Accel> {
+        match s {
+            "tcg" => Some(Accel::Tcg { icount_shift: None }),
+            "kvm" => Some(Accel::Kvm),
+            "auto" => Some(Accel::auto()),
+            _ => None,
+        }
+    }
+
+    /// The short name passed to the kernel (`accel=` on its command line).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Accel::Tcg { .. } => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+
+    /// A one-line description for the user.
+    pub fn describe(&self) -> String {
+        match self {
+            Accel::Tcg { icount_shift: None } => "TCG with -icount shift=auto,sleep=off".into(),
+            Accel::Tcg { icount_shift: Some(n) } => format!("TCG with -icount shift={n},sleep=off (guest TSC counts instructions)"),
+            Accel::Kvm => "KVM".into(),
+        }
+    }
+}
+
+/// Whether the host CPU advertises VT-x (`vmx`) or AMD-V (`svm`).
+pub fn host_has_hw_virt() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm")))
+        .unwrap_or(false)
+}
+
+/// Everything that varies between boots.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub accel: Accel,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Wait for gdb on tcp::1234 before running (`-s -S`).
+    pub gdb: bool,
+    /// The kernel command line (`-append`); `accel=` is added to it.
+    pub cmdline: String,
+    /// Extra QEMU arguments, appended last.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine { accel: Accel::auto(), memory_mib: 512, gdb: false, cmdline: String::new(), extra_args: Vec::new() }
+    }
+}
+
+impl Machine {
+    /// The QEMU command that boots `kernel` on this machine.
+    pub fn command(&self, kernel: &Path) -> Command {
+        let mut c = Command::new(QEMU);
+        if Path::new(QBOOT).exists() {
+            c.args(["-bios", QBOOT]);
+        }
+        c.args(["-nodefaults", "-machine", "q35", "-m"]).arg(format!("{}M", self.memory_mib));
+        match self.accel {
+            Accel::Tcg { icount_shift } => {
+                let shift = icount_shift.map_or("auto".to_string(), |n| n.to_string());
+                c.args(["-accel", "tcg", "-icount"]).arg(format!("shift={shift},sleep=off"));
+            }
+            Accel::Kvm => {
+                c.args(["-accel", "kvm", "-cpu", "host"]);
+            }
+        }
+        c.arg("-kernel").arg(kernel);
+        let mut cmdline = format!("accel={}", self.accel.name());
+        if !self.cmdline.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(&self.cmdline);
+        }
+        c.args(["-append", &cmdline]);
+        c.args(["-serial", "stdio", "-display", "none", "-no-reboot"]);
+        c.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        c.args(["-device", "intel-iommu,aw-bits=48"]);
+        c.args(["-device", "edu,addr=01.0,dma_mask=0xffffffffffffffff"]);
+        c.args(["-device", "edu,addr=02.0,dma_mask=0xffffffffffffffff"]);
+        if self.gdb {
+            c.args(["-s", "-S"]);
+        }
+        c.args(&self.extra_args);
+        c
+    }
+}

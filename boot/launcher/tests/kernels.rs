@@ -1,0 +1,68 @@
+//! Every integration test kernel (the binaries of `tests/`), booted in QEMU.
+//!
+//! Each kernel is built for `x86_64-unknown-none`, booted on the same machine
+//! `cargo run` uses, and judged by its exit status: it passes only if it
+//! wrote the success code. A failing or hung kernel (killed after the
+//! timeout) fails this test, and its serial output is shown.
+//!
+//! `cargo test -- NAME` runs only the kernels whose name contains NAME.
+//! Two kernels run at a time (one QEMU per core).
+
+use launcher::{build_kernels, run, Accel, KernelImage, Machine, Outcome, Profile};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn main() -> ExitCode {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let start = Instant::now();
+    let images = match build_kernels("test-kernels", None, Profile::Dev) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let images: Vec<KernelImage> =
+        images.into_iter().filter(|k| filters.is_empty() || filters.iter().any(|f| k.name.contains(f.as_str()))).collect();
+    println!("\nrunning {} test kernels", images.len());
+    let machine = Machine { accel: Accel::Tcg { icount_shift: None }, ..Machine::default() };
+    let queue = Arc::new(Mutex::new(images.into_iter()));
+    let results = Arc::new(Mutex::new(Vec::<(String, Result<Outcome, String>)>::new()));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (queue, results, machine) = (queue.clone(), results.clone(), machine.clone());
+            std::thread::spawn(move || loop {
+                let Some(k) = queue.lock().unwrap().next() else { break };
+                let outcome = run(&k.path, &machine, true, Some(TIMEOUT)).map_err(|e| e.to_string());
+                match &outcome {
+                    Ok(o) if o.success() => println!("test {} ... ok ({:.2} s)", k.name, o.wall.as_secs_f64()),
+                    _ => println!("test {} ... FAILED", k.name),
+                }
+                results.lock().unwrap().push((k.name, outcome));
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker thread");
+    }
+    let results = std::mem::take(&mut *results.lock().unwrap());
+    let failed: Vec<_> = results.iter().filter(|(_, o)| !matches!(o, Ok(o) if o.success())).collect();
+    for (name, outcome) in &failed {
+        println!("\n---- {name} ----");
+        match outcome {
+            Ok(o) => println!("{}\n{}", o.output, o.verdict()),
+            Err(e) => println!("{e}"),
+        }
+    }
+    let passed = results.len() - failed.len();
+    let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {verdict}. {passed} passed; {} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
+        failed.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,15 @@
+//! The x86_64 specifics: descriptor tables, trap entry and dispatch, the
+//! exception table, kernel stacks.
+
+pub mod extable;
+pub mod gdt;
+pub mod idt;
+pub mod stacks;
+pub mod trap;
+pub mod trap_entry;
+
+/// Load the GDT/TSS and the IDT. Interrupts stay disabled.
+pub fn init() {
+    gdt::init();
+    idt::init();
+}

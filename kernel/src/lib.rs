@@ -1,0 +1,109 @@
+//! The hmmos kernel.
+//!
+//! A kernel binary (the demo in `main.rs`, or a test kernel under `tests/`)
+//! names its main function with [`entry!`]; the PVH boot code calls
+//! `pvh_rust_entry`, which runs [`init`] and then that function.
+//!
+//! ```text
+//!  pvh_rust_entry(start_info)            (boot/pvh: 32-bit entry → long mode)
+//!   └─ init()
+//!       ├─ read the PVH start info        → BootInfo (memory map, RSDP, cmdline)
+//!       ├─ console + log level            (uart_16550 behind `log`)
+//!       ├─ GDT/TSS (IST stacks), IDT      (arch)
+//!       ├─ own page tables, frames, heap  (mm)
+//!       └─ main(&BootInfo)                (the binary's)
+//! ```
+#![no_std]
+
+extern crate alloc;
+
+pub mod arch;
+pub mod cmdline;
+pub mod console;
+pub mod mm;
+pub mod qemu;
+pub mod testing;
+
+pub use pvh::BootInfo;
+
+use spin::Once;
+use x86_64::PhysAddr;
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+
+/// The boot hand-off, once [`init`] has read it.
+pub fn boot_info() -> &'static BootInfo {
+    BOOT_INFO.get().expect("boot info read by init")
+}
+
+/// Bring the machine up: called by `pvh_rust_entry` (see [`entry!`]).
+pub fn init(start_info: u32) -> &'static BootInfo {
+    let parsed = BootInfo::parse(start_info as u64, |p, buf| {
+        // SAFETY: the start info, memory map and command line sit in low
+        // memory, identity-mapped by the boot page tables at this point.
+        unsafe { mm::direct::read_phys(PhysAddr::new(p), buf) }
+    });
+    let info = match parsed {
+        Ok(info) => BOOT_INFO.call_once(|| info),
+        Err(e) => {
+            console::emergency_write(format_args!("hmmos: cannot boot: {e}\n"));
+            qemu::exit(qemu::ExitCode::Failure)
+        }
+    };
+    console::init(cmdline::get(info.cmdline(), "log"));
+    arch::init();
+    log::info!("hmmos booting; command line: \"{}\"", info.cmdline());
+    log::info!("accelerator: {}", cmdline::get(info.cmdline(), "accel").unwrap_or("unknown"));
+    log::info!("memory map (from PVH start info):");
+    for r in info.memory_map() {
+        log::info!("  {r}");
+    }
+    if info.regions_dropped > 0 {
+        log::warn!("  {} more memory-map entries were dropped (table full)", info.regions_dropped);
+    }
+
+    let image = mm::kpt::kernel_image_phys();
+    let mut early = mm::early::EarlyFrames::new(info, image.1).unwrap_or_else(|| {
+        panic!("no usable RAM below 1 GiB after the kernel image for the boot page tables")
+    });
+    let layout = mm::kpt::build_and_switch(info, &mut early);
+    mm::frames::init(info, &mut early, &[image]);
+    let stats = mm::frames::stats();
+    log::info!(
+        "frames: {} managed ({} MiB), {} free; kernel image {:#x}..{:#x}",
+        stats.managed,
+        stats.managed * 4096 >> 20,
+        stats.free,
+        image.0.as_u64(),
+        image.1.as_u64()
+    );
+    if let Err(e) = mm::heap::init() {
+        panic!("kernel heap: {e}");
+    }
+    for line in alloc::format!("{layout}").lines() {
+        log::info!("{line}");
+    }
+    info
+}
+
+/// Define the kernel's entry: `entry!(main)` with `fn main(&'static BootInfo) -> !`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[no_mangle]
+        extern "C" fn pvh_rust_entry(start_info: u32) -> ! {
+            let main: fn(&'static $crate::BootInfo) -> ! = $main;
+            main($crate::init(start_info))
+        }
+    };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    x86_64::instructions::interrupts::disable();
+    match info.location() {
+        Some(l) => console::emergency_write(format_args!("\nPANIC at {}:{}: {}\n", l.file(), l.line(), info.message())),
+        None => console::emergency_write(format_args!("\nPANIC: {}\n", info.message())),
+    }
+    qemu::exit(qemu::ExitCode::Failure)
+}
