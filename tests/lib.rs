@@ -1,1 +1,24 @@
+//! Shared helpers for the integration test kernels. Each kernel is one
+//! binary in this directory (listed in Cargo.toml), booted by
+//! `boot/launcher/tests/kernels.rs`.
 #![no_std]
+
+/// A small deterministic pseudo-random generator (xorshift64*), so stress
+/// tests are repeatable.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
