@@ -11,6 +11,7 @@
 //!       ├─ console + log level            (uart_16550 behind `log`)
 //!       ├─ GDT/TSS (IST stacks), IDT      (arch)
 //!       ├─ own page tables, frames, heap  (mm)
+//!       ├─ local APIC, PICs masked, sti   (irq)
 //!       └─ main(&BootInfo)                (the binary's)
 //! ```
 #![no_std]
@@ -20,6 +21,7 @@ extern crate alloc;
 pub mod arch;
 pub mod cmdline;
 pub mod console;
+pub mod irq;
 pub mod mm;
 pub mod qemu;
 pub mod testing;
@@ -82,6 +84,9 @@ pub fn init(start_info: u32) -> &'static BootInfo {
     }
     for line in alloc::format!("{layout}").lines() {
         log::info!("{line}");
+    }
+    if let Err(e) = irq::init() {
+        panic!("interrupts: {e}");
     }
     info
 }

@@ -1,0 +1,82 @@
+//! The local APIC (xAPIC, memory-mapped at 0xFEE0_0000).
+//!
+//! Used for: EOI, the CPU's APIC id (MSI destination), and the one-shot
+//! timer that bounds every wait. The timer counts the APIC bus clock, which
+//! QEMU (TCG and KVM) models at 1 GHz; with divide-by-16 one count is 16 ns.
+
+use core::ptr::{read_volatile, write_volatile};
+use x86_64::{PhysAddr, VirtAddr};
+
+const BASE: u64 = 0xfee0_0000;
+const ID: usize = 0x20;
+const VERSION: usize = 0x30;
+const TPR: usize = 0x80;
+const EOI: usize = 0xb0;
+const SVR: usize = 0xf0;
+const LVT_TIMER: usize = 0x320;
+const TIMER_INITIAL: usize = 0x380;
+const TIMER_DIVIDE: usize = 0x3e0;
+const ICR_LOW: usize = 0x300;
+const LVT_MASKED: u32 = 1 << 16;
+const NS_PER_COUNT: u64 = 16;
+
+pub struct Lapic {
+    regs: VirtAddr,
+}
+
+impl Lapic {
+    pub(super) fn map() -> Result<Lapic, crate::mm::frames::OutOfFrames> {
+        Ok(Lapic { regs: crate::mm::mmio::map(PhysAddr::new(BASE), 4096)? })
+    }
+
+    fn read(&self, reg: usize) -> u32 {
+        // SAFETY: `regs` maps the LAPIC's 4 KiB register page, uncached;
+        // `reg` is one of the aligned 32-bit register offsets above.
+        unsafe { read_volatile((self.regs.as_u64() as usize + reg) as *const u32) }
+    }
+
+    fn write(&self, reg: usize, value: u32) {
+        // SAFETY: as in `read`.
+        unsafe { write_volatile((self.regs.as_u64() as usize + reg) as *mut u32, value) }
+    }
+
+    pub(super) fn enable(&self, spurious: u8, timer: u8) {
+        self.write(TPR, 0);
+        self.write(SVR, 0x100 | spurious as u32); // software enable
+        self.write(TIMER_DIVIDE, 0b0011); // divide by 16
+        self.write(LVT_TIMER, LVT_MASKED | timer as u32); // one-shot, masked until armed
+    }
+
+    /// This CPU's APIC id.
+    pub fn id(&self) -> u8 {
+        (self.read(ID) >> 24) as u8
+    }
+
+    pub fn version(&self) -> u32 {
+        self.read(VERSION) & 0xff
+    }
+
+    /// Acknowledge the interrupt being handled.
+    pub fn eoi(&self) {
+        self.write(EOI, 0);
+    }
+
+    /// Send `vector` to this CPU through the APIC (as a device's MSI would arrive).
+    pub fn self_ipi(&self, vector: u8) {
+        self.write(ICR_LOW, (1 << 18) | vector as u32); // destination shorthand: self
+    }
+
+    /// Fire the timer vector once after `us` microseconds.
+    pub(super) fn start_oneshot_us(&self, us: u64) {
+        let counts = (us.saturating_mul(1000) / NS_PER_COUNT).clamp(1, u32::MAX as u64) as u32;
+        let lvt = self.read(LVT_TIMER) & !LVT_MASKED;
+        self.write(LVT_TIMER, lvt);
+        self.write(TIMER_INITIAL, counts);
+    }
+
+    pub(super) fn stop_timer(&self) {
+        self.write(TIMER_INITIAL, 0);
+        let lvt = self.read(LVT_TIMER) | LVT_MASKED;
+        self.write(LVT_TIMER, lvt);
+    }
+}
