@@ -110,8 +110,10 @@ impl Machine {
                 let shift = icount_shift.map_or("auto".to_string(), |n| n.to_string());
                 c.args(["-accel", "tcg", "-icount"]).arg(format!("shift={shift},sleep=off"));
             }
+            // The default CPU model: `-cpu host` makes QEMU 7.2 abort on
+            // hosts whose KVM rejects MSR 0x10a (seen with a paravirtual KVM).
             Accel::Kvm => {
-                c.args(["-accel", "kvm", "-cpu", "host"]);
+                c.args(["-accel", "kvm"]);
             }
         }
         c.arg("-kernel").arg(kernel);
