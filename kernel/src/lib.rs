@@ -24,6 +24,7 @@ pub mod console;
 pub mod irq;
 pub mod mm;
 pub mod qemu;
+pub mod shell;
 pub mod testing;
 
 pub use pvh::BootInfo;
