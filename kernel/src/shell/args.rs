@@ -29,6 +29,7 @@ impl fmt::Display for ArgError {
 pub struct Args<'a> {
     words: Vec<&'a str>,
     next: usize,
+    done: bool,
 }
 
 /// Parse `42`, `0x2a`, `0b101`, with an optional `K`/`M`/`G` suffix (×2^10/20/30).
@@ -52,7 +53,7 @@ pub fn parse_number(s: &str) -> Option<u64> {
 
 impl<'a> Args<'a> {
     pub fn new(words: Vec<&'a str>) -> Self {
-        Args { words, next: 0 }
+        Args { words, next: 0, done: false }
     }
 
     /// The next word, if any (without consuming an error).
@@ -99,11 +100,18 @@ impl<'a> Args<'a> {
         if choices.contains(&w) { Ok(w) } else { Err(ArgError::Invalid { name, value: w.to_string(), expected }) }
     }
 
-    /// Everything has been consumed.
-    pub fn finish(&self) -> Result<(), ArgError> {
+    /// Every argument has been parsed: call this before acting, so a line
+    /// with a stray word changes nothing.
+    pub fn done(&mut self) -> Result<(), ArgError> {
+        self.done = true;
         match self.peek() {
             Some(w) => Err(ArgError::Extra(w.to_string())),
             None => Ok(()),
         }
+    }
+
+    /// Whether [`Args::done`] was called.
+    pub fn checked(&self) -> bool {
+        self.done
     }
 }

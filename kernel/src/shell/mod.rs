@@ -64,7 +64,8 @@ pub enum Flow {
 /// The output a command writes to.
 pub type Out<'a> = &'a mut dyn Write;
 
-/// A command's implementation.
+/// A command's implementation. It parses its arguments, calls
+/// [`Args::done`], and only then acts.
 pub type Run<C> = fn(&mut C, &mut Args<'_>, Out<'_>) -> Result<(), ShellError>;
 
 /// One console command.
@@ -102,7 +103,10 @@ impl<C> Shell<C> {
         let cmd = self.commands.iter().find(|c| c.name == name).ok_or_else(|| ShellError::Unknown(name.into()))?;
         let mut args = Args::new(words.collect::<Vec<_>>());
         (cmd.run)(ctx, &mut args, out)
-            .and_then(|()| args.finish().map_err(ShellError::from))
+            .and_then(|()| match args.checked() {
+                true => Ok(()),
+                false => Err(ShellError::Failed(alloc::format!("internal: `{name}` did not check its arguments"))),
+            })
             .map_err(|e| match e {
                 ShellError::Usage { problem, .. } => ShellError::Usage { usage: cmd.usage, problem },
                 other => other,
