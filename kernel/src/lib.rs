@@ -21,6 +21,7 @@ extern crate alloc;
 pub mod arch;
 pub mod cmdline;
 pub mod console;
+pub mod cycles;
 pub mod irq;
 pub mod mm;
 pub mod qemu;

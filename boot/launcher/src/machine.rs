@@ -118,6 +118,9 @@ impl Machine {
         }
         c.arg("-kernel").arg(kernel);
         let mut cmdline = format!("accel={}", self.accel.name());
+        if let Accel::Tcg { icount_shift: Some(n) } = self.accel {
+            cmdline.push_str(&format!(" icount={n}"));
+        }
         if !self.cmdline.is_empty() {
             cmdline.push(' ');
             cmdline.push_str(&self.cmdline);
