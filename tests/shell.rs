@@ -34,7 +34,6 @@ fn at(_: &mut Ctx, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     let _ = writeln!(out, "{:#x}", addr.as_u64());
     Ok(())
 }
-use core::fmt::Write;
 
 static COMMANDS: &[Command<Ctx>] = &[
     Command { name: "add", usage: "add <n>", about: "add n to the total", run: add },

@@ -7,6 +7,10 @@
 //!
 //! `cargo test -- NAME` runs only the kernels whose name contains NAME.
 //! Two kernels run at a time (one QEMU per core).
+//!
+//! The `harness_*` kernels check this harness itself: each must FAIL in a
+//! specific way (a panic, a hang killed by the timeout, a triple fault), and
+//! passes only if it is judged exactly so.
 
 use launcher::{build_kernels, run, Accel, KernelImage, Machine, Outcome, Profile};
 use std::process::ExitCode;
@@ -14,6 +18,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How a kernel is expected to end.
+enum Expect {
+    Success,
+    /// Fails, and its output contains this text.
+    Failure(&'static str),
+    /// Hangs and is killed after this timeout.
+    Hang(Duration),
+}
+
+fn expectation(name: &str) -> Expect {
+    match name {
+        "harness_panic" => Expect::Failure("PANIC at tests/harness_panic.rs"),
+        "harness_triple_fault" => Expect::Failure(""),
+        "harness_hang" => Expect::Hang(Duration::from_secs(3)),
+        _ => Expect::Success,
+    }
+}
+
+/// Whether `outcome` is what `expect` says.
+fn judged_right(expect: &Expect, o: &Outcome) -> bool {
+    match expect {
+        Expect::Success => o.success(),
+        Expect::Failure(text) => !o.success() && !o.timed_out && o.exit_code() != 0 && o.output.contains(text),
+        Expect::Hang(_) => o.timed_out && o.exit_code() != 0,
+    }
+}
 
 fn main() -> ExitCode {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -30,18 +61,24 @@ fn main() -> ExitCode {
     println!("\nrunning {} test kernels", images.len());
     let machine = Machine { accel: Accel::Tcg { icount_shift: None }, ..Machine::default() };
     let queue = Arc::new(Mutex::new(images.into_iter()));
-    let results = Arc::new(Mutex::new(Vec::<(String, Result<Outcome, String>)>::new()));
+    let results = Arc::new(Mutex::new(Vec::<(String, Result<(bool, Outcome), String>)>::new()));
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let (queue, results, machine) = (queue.clone(), results.clone(), machine.clone());
             std::thread::spawn(move || loop {
                 let Some(k) = queue.lock().unwrap().next() else { break };
-                let outcome = run(&k.path, &machine, true, Some(TIMEOUT)).map_err(|e| e.to_string());
+                let expect = expectation(&k.name);
+                let timeout = match expect {
+                    Expect::Hang(t) => t,
+                    _ => TIMEOUT,
+                };
+                let outcome = run(&k.path, &machine, true, Some(timeout)).map_err(|e| e.to_string());
+                let ok = matches!(&outcome, Ok(o) if judged_right(&expect, o));
                 match &outcome {
-                    Ok(o) if o.success() => println!("test {} ... ok ({:.2} s)", k.name, o.wall.as_secs_f64()),
+                    Ok(o) if ok => println!("test {} ... ok ({:.2} s; {})", k.name, o.wall.as_secs_f64(), o.verdict()),
                     _ => println!("test {} ... FAILED", k.name),
                 }
-                results.lock().unwrap().push((k.name, outcome));
+                results.lock().unwrap().push((k.name, outcome.map(|o| (ok, o))));
             })
         })
         .collect();
@@ -49,11 +86,11 @@ fn main() -> ExitCode {
         w.join().expect("worker thread");
     }
     let results = std::mem::take(&mut *results.lock().unwrap());
-    let failed: Vec<_> = results.iter().filter(|(_, o)| !matches!(o, Ok(o) if o.success())).collect();
+    let failed: Vec<_> = results.iter().filter(|(_, o)| !matches!(o, Ok((true, _)))).collect();
     for (name, outcome) in &failed {
         println!("\n---- {name} ----");
         match outcome {
-            Ok(o) => println!("{}\n{}", o.output, o.verdict()),
+            Ok((_, o)) => println!("{}\n{}", o.output, o.verdict()),
             Err(e) => println!("{e}"),
         }
     }
