@@ -14,6 +14,7 @@
 
 pub mod build;
 pub mod machine;
+pub mod options;
 pub mod run;
 
 pub use build::{build_kernels, BuildError, KernelImage, Profile};

@@ -1,0 +1,189 @@
+//! The launcher's command line: `cargo run -- [OPTIONS] [-- QEMU-ARGS]`.
+
+use crate::{Accel, Machine, Profile};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `--help`.
+pub const HELP: &str = "\
+hmmos: build the kernel and boot it in QEMU (q35, VT-d, two edu accelerators).
+
+USAGE: cargo run [-- OPTIONS] [-- EXTRA-QEMU-ARGS...]
+
+OPTIONS:
+  --accel tcg|kvm|auto   accelerator (default auto: KVM only if the host CPU has
+                         vmx/svm, else TCG with -icount shift=auto,sleep=off)
+  --icount-shift N       TCG with a fixed icount shift: the guest TSC then counts
+                         instructions, so cycle figures repeat run to run
+  --console              after boot, open the hmm> console on the serial line
+                         (stdin); `cargo run -- --console < script.txt` runs a script
+  --bench                run the in-guest benchmarks (release build, icount shift=0)
+  --cmdline \"...\"        extra kernel command line (e.g. \"log=debug\")
+  --gdb                  QEMU waits for gdb on tcp::1234 (target remote :1234)
+  --kernel PATH          boot this kernel ELF instead of building one
+  --release              build the kernel with the release profile
+  --memory MIB           guest RAM in MiB (default 512)
+  --timeout SECS         kill the guest after SECS seconds (default 300; none
+                         with --console or --gdb)
+  --qemu-arg ARG         pass ARG to QEMU (repeatable); so does everything after
+                         a second `--`
+  -h, --help             this text
+
+The exit status is 0 only when the kernel finished and every check held;
+124 means the guest hung and was killed.";
+
+/// What the user asked for.
+#[derive(Debug)]
+pub struct Options {
+    pub machine: Machine,
+    pub kernel: Option<PathBuf>,
+    pub profile: Profile,
+    pub timeout: Option<Duration>,
+    pub mode: Option<&'static str>,
+}
+
+/// Parse the arguments (without the program name). `Ok(None)` = `--help`.
+pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
+    let mut o = Options { machine: Machine::default(), kernel: None, profile: Profile::Dev, timeout: Some(Duration::from_secs(300)), mode: None };
+    let mut explicit_timeout = false;
+    let mut it = args.into_iter();
+    let mut cmdline = Vec::new();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value (see --help)"));
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--accel" => {
+                let v = value("--accel")?;
+                o.machine.accel = Accel::parse(&v).ok_or_else(|| format!("unknown accelerator `{v}`: use tcg, kvm or auto"))?;
+            }
+            "--icount-shift" => {
+                let v = value("--icount-shift")?;
+                let n: u8 = v.parse().ok().filter(|n| *n <= 10).ok_or_else(|| format!("--icount-shift takes 0..=10, not `{v}`"))?;
+                o.machine.accel = Accel::Tcg { icount_shift: Some(n) };
+            }
+            "--console" => o.mode = Some("console"),
+            "--bench" => {
+                o.mode = Some("bench");
+                o.profile = Profile::Release;
+                if matches!(o.machine.accel, Accel::Tcg { icount_shift: None }) {
+                    o.machine.accel = Accel::Tcg { icount_shift: Some(0) };
+                }
+            }
+            "--cmdline" => cmdline.push(value("--cmdline")?),
+            "--gdb" => o.machine.gdb = true,
+            "--kernel" => o.kernel = Some(PathBuf::from(value("--kernel")?)),
+            "--release" => o.profile = Profile::Release,
+            "--memory" => {
+                let v = value("--memory")?;
+                o.machine.memory_mib = v.parse().ok().filter(|m| (64..=65536).contains(m)).ok_or_else(|| format!("--memory takes MiB in 64..=65536, not `{v}`"))?;
+            }
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let s: u64 = v.parse().map_err(|_| format!("--timeout takes whole seconds, not `{v}`"))?;
+                o.timeout = Some(Duration::from_secs(s));
+                explicit_timeout = true;
+            }
+            "--qemu-arg" => {
+                let v = value("--qemu-arg")?;
+                o.machine.extra_args.push(v);
+            }
+            "--" => o.machine.extra_args.extend(it.by_ref()),
+            other => return Err(format!("unknown option `{other}` (see --help)")),
+        }
+    }
+    if let Some(m) = o.mode {
+        cmdline.insert(0, format!("mode={m}"));
+    }
+    o.machine.cmdline = cmdline.join(" ");
+    if (o.mode == Some("console") || o.machine.gdb) && !explicit_timeout {
+        o.timeout = None;
+    }
+    Ok(Some(o))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Option<Options>, String> {
+        parse(args.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn defaults() {
+        let o = p(&[]).unwrap().unwrap();
+        assert_eq!(o.profile, Profile::Dev);
+        assert_eq!(o.timeout, Some(Duration::from_secs(300)));
+        assert_eq!(o.mode, None);
+        assert_eq!(o.machine.cmdline, "");
+        assert!(!o.machine.gdb);
+    }
+
+    #[test]
+    fn help() {
+        assert!(p(&["--help"]).unwrap().is_none());
+        assert!(p(&["-h"]).unwrap().is_none());
+        for opt in ["--accel", "--gdb", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout"] {
+            assert!(HELP.contains(opt), "--help lists {opt}");
+        }
+    }
+
+    #[test]
+    fn accelerators() {
+        assert_eq!(p(&["--accel", "tcg"]).unwrap().unwrap().machine.accel, Accel::Tcg { icount_shift: None });
+        assert_eq!(p(&["--accel", "kvm"]).unwrap().unwrap().machine.accel, Accel::Kvm);
+        assert_eq!(p(&["--icount-shift", "3"]).unwrap().unwrap().machine.accel, Accel::Tcg { icount_shift: Some(3) });
+        assert!(p(&["--accel", "xen"]).unwrap_err().contains("unknown accelerator `xen`"));
+        assert!(p(&["--icount-shift", "99"]).is_err());
+        assert!(p(&["--accel"]).unwrap_err().contains("needs a value"));
+    }
+
+    #[test]
+    fn modes_cmdline_and_timeouts() {
+        let o = p(&["--console", "--cmdline", "log=debug"]).unwrap().unwrap();
+        assert_eq!(o.machine.cmdline, "mode=console log=debug");
+        assert_eq!(o.timeout, None, "an interactive console never times out");
+        let o = p(&["--console", "--timeout", "5"]).unwrap().unwrap();
+        assert_eq!(o.timeout, Some(Duration::from_secs(5)), "unless asked");
+        let o = p(&["--bench"]).unwrap().unwrap();
+        assert_eq!(o.profile, Profile::Release);
+        assert_eq!(o.machine.accel, Accel::Tcg { icount_shift: Some(0) }, "benchmarks count instructions");
+        assert_eq!(p(&["--gdb"]).unwrap().unwrap().timeout, None);
+    }
+
+    #[test]
+    fn extra_qemu_args_and_errors() {
+        let o = p(&["--qemu-arg", "-d", "--", "-trace", "vtd_*"]).unwrap().unwrap();
+        assert_eq!(o.machine.extra_args, ["-d", "-trace", "vtd_*"]);
+        assert!(p(&["--frobnicate"]).unwrap_err().contains("unknown option `--frobnicate`"));
+        assert!(p(&["--memory", "1"]).is_err());
+        assert!(p(&["--timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn machine_command_line() {
+        let m = Machine { accel: Accel::Tcg { icount_shift: None }, ..Machine::default() };
+        let cmd = m.command(std::path::Path::new("/k.elf"));
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let joined = args.join(" ");
+        for needle in [
+            "-machine q35",
+            "-icount shift=auto,sleep=off",
+            "intel-iommu,aw-bits=48",
+            "edu,addr=01.0,dma_mask=0xffffffffffffffff",
+            "edu,addr=02.0,dma_mask=0xffffffffffffffff",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-serial stdio",
+            "-display none",
+            "-no-reboot",
+            "-kernel /k.elf",
+        ] {
+            assert!(joined.contains(needle), "QEMU command has `{needle}`: {joined}");
+        }
+        let k = Machine { accel: Accel::Kvm, gdb: true, ..Machine::default() };
+        let joined: Vec<String> = k.command(std::path::Path::new("/k")).get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(joined.join(" ").contains("-accel kvm"));
+        assert!(joined.iter().any(|a| a == "-S"), "--gdb waits for the debugger");
+    }
+}
