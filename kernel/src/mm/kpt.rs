@@ -222,6 +222,16 @@ pub unsafe fn map(page: Page, frame: PhysFrame, flags: F) -> Result<MapperFlush<
     with(|m| unsafe { m.map_to(page, frame, flags | F::GLOBAL, &mut PageTableFrames) })
 }
 
+/// Map a 2 MiB kernel page (device memory; see `mmio`).
+///
+/// # Safety
+/// As for [`map`].
+pub unsafe fn map_huge(page: Page<Size2MiB>, frame: PhysFrame<Size2MiB>, flags: F) -> Result<MapperFlush<Size2MiB>, MapToError<Size2MiB>> {
+    assert!(!super::is_user(page.start_address()), "kpt::map_huge is for kernel addresses");
+    // SAFETY: forwarded to the caller.
+    with(|m| unsafe { m.map_to(page, frame, flags | F::GLOBAL | F::HUGE_PAGE, &mut PageTableFrames) })
+}
+
 /// Unmap a kernel page; the frame that was mapped is returned (the caller
 /// decides whether to free it) with the flush the change needs.
 ///
