@@ -1,0 +1,58 @@
+//! `hmm_pt_iter`: walk the valid leaves of a range, depth first, never
+//! descending into an absent subtree.
+
+use super::{index, span, EntryLayout, Leaf, PageTable, TableMemory, LEVELS};
+use core::sync::atomic::Ordering;
+use x86_64::{PhysAddr, VirtAddr};
+
+/// An iterator over `(address, leaf)` in a range (see [`PageTable::iter`]).
+pub struct Iter<'a, L: EntryLayout, M: TableMemory> {
+    pt: &'a PageTable<L, M>,
+    /// Per level (index = level - 1): the node being scanned, its base
+    /// address, and the next entry to look at.
+    stack: [(PhysAddr, u64, usize); LEVELS as usize],
+    level: u8,
+    start: u64,
+    end: u64,
+    done: bool,
+}
+
+impl<'a, L: EntryLayout, M: TableMemory> Iter<'a, L, M> {
+    pub(super) fn new(pt: &'a PageTable<L, M>, start: u64, end: u64) -> Self {
+        let mut stack = [(PhysAddr::zero(), 0, 0); LEVELS as usize];
+        stack[LEVELS as usize - 1] = (pt.root(), 0, index(start, LEVELS));
+        Iter { pt, stack, level: LEVELS, start, end, done: start >= end }
+    }
+}
+
+impl<L: EntryLayout, M: TableMemory> Iterator for Iter<'_, L, M> {
+    type Item = (VirtAddr, Leaf);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let level = self.level;
+            let (table, base, i) = self.stack[level as usize - 1];
+            let va = base + i as u64 * span(level);
+            if i == 512 || va >= self.end {
+                if level == LEVELS {
+                    self.done = true;
+                } else {
+                    self.level += 1; // pop: the parent already points past us
+                }
+                continue;
+            }
+            self.stack[level as usize - 1].2 += 1;
+            let raw = self.pt.node(table)[i].load(Ordering::Acquire);
+            if level == 1 {
+                if let Some(leaf) = L::decode_leaf(raw) {
+                    return Some((VirtAddr::new(va), leaf));
+                }
+            } else if let Some(child) = L::decode_table(raw) {
+                let first = if self.start > va { index(self.start, level - 1) } else { 0 };
+                self.level -= 1;
+                self.stack[level as usize - 2] = (child, va, first);
+            }
+        }
+        None
+    }
+}

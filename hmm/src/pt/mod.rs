@@ -1,0 +1,318 @@
+//! The per-mirror page table: a 4-level radix tree over the 48-bit user
+//! address space, 512 entries per 4 KiB node — the x86-64 and VT-d geometry.
+//!
+//! ```text
+//!  47    39 38    30 29    21 20    12 11      0
+//!  ├──────┼────────┼────────┼────────┼─────────┤
+//!  │ L4   │  L3    │  L2    │  L1    │ offset  │   root = L4; L1 entries are leaves
+//!  └──────┴────────┴────────┴────────┴─────────┘
+//! ```
+//!
+//! * Populated lazily: a node exists only under a populated leaf.
+//! * Freed when empty: an update that clears the last leaf of a node
+//!   unlinks the node (and parents that become empty) and hands the frames
+//!   back as a [`Retired`] token. They are freed by [`PageTable::release`]
+//!   — which the caller does only *after* flushing whatever hardware may
+//!   still walk them (the IOTLB / paging-structure caches). That is why
+//!   freeing is a separate step.
+//! * No shadow state: emptiness is found by scanning the node when one of
+//!   its entries was cleared, so the table costs 8 bytes per densely mapped
+//!   page plus 1/512 of that per level.
+//! * Entries are written with atomic stores: a device (the IOMMU) may walk
+//!   the table while the kernel changes it. There is one writer: the caller
+//!   holds the mirror's lock.
+
+mod iter;
+mod layout;
+mod memory;
+
+pub use iter::Iter;
+pub use layout::{EntryLayout, Leaf, SoftLayout};
+pub use memory::{HeapMemory, Node, TableMemory};
+
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+use crate::range::VaRange;
+use core::sync::atomic::Ordering;
+use x86_64::{PhysAddr, VirtAddr};
+
+/// Levels in the tree (4 = PML4-like root).
+pub const LEVELS: u8 = 4;
+pub use crate::range::PAGE;
+/// The end of the address space the table can hold (48 bits; mirrors use
+/// the lower 47, the user half).
+pub const VA_END: u64 = 1 << 48;
+
+/// Bytes covered by one entry at `level` (1 = leaf = 4 KiB).
+pub const fn span(level: u8) -> u64 {
+    1 << (12 + 9 * (level as u64 - 1))
+}
+
+/// The index of `va` in a node at `level`.
+pub const fn index(va: u64, level: u8) -> usize {
+    ((va >> (12 + 9 * (level as u64 - 1))) & 511) as usize
+}
+
+/// No frame for a table node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfTableMemory;
+
+impl core::fmt::Display for OutOfTableMemory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("no memory for a page-table node")
+    }
+}
+
+/// Table nodes unlinked by an update, to be freed after the flush.
+#[must_use = "retired table nodes must be released (after the IOTLB/TLB flush) or they leak"]
+#[derive(Debug, Default)]
+pub struct Retired(Vec<PhysAddr>);
+
+impl Retired {
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Merge another token into this one.
+    pub fn merge(&mut self, mut other: Retired) {
+        self.0.append(&mut other.0);
+    }
+}
+
+/// What an update did.
+#[must_use = "the update retired table nodes: release them after the flush"]
+#[derive(Debug, Default)]
+pub struct Updated {
+    /// Leaves changed or cleared.
+    pub changed: usize,
+    /// Leaves cleared.
+    pub cleared: usize,
+    pub retired: Retired,
+}
+
+/// A mirror's page table with entry layout `L` on table memory `M`.
+pub struct PageTable<L: EntryLayout, M: TableMemory> {
+    mem: M,
+    root: PhysAddr,
+    nodes: usize,
+    leaves: usize,
+    _layout: PhantomData<L>,
+}
+
+// SAFETY: the table owns its nodes; all access to them goes through
+// `&self`/`&mut self` (one writer), entries are atomics.
+unsafe impl<L: EntryLayout, M: TableMemory + Send> Send for PageTable<L, M> {}
+// SAFETY: as above; shared access only reads atomics.
+unsafe impl<L: EntryLayout, M: TableMemory + Sync> Sync for PageTable<L, M> {}
+
+fn check_va(va: u64) {
+    assert!(va < VA_END && va % PAGE == 0, "address {va:#x} is not a page in the 48-bit user range");
+}
+
+impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
+    /// An empty table (one root node).
+    pub fn new(mem: M) -> Result<Self, OutOfTableMemory> {
+        let root = mem.alloc_table().ok_or(OutOfTableMemory)?;
+        Ok(PageTable { mem, root, nodes: 1, leaves: 0, _layout: PhantomData })
+    }
+
+    /// The root node's physical address (what a VT-d context entry holds).
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Nodes allocated (root included).
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    /// Valid leaves.
+    pub fn leaves(&self) -> usize {
+        self.leaves
+    }
+
+    /// Bytes of table memory in use.
+    pub fn bytes(&self) -> usize {
+        self.nodes * 4096
+    }
+
+    /// The table memory.
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+
+    pub(crate) fn node(&self, table: PhysAddr) -> &Node {
+        // SAFETY: `table` is a node of this table (reached from the root
+        // through present entries), allocated until released, and only
+        // accessed through atomics.
+        unsafe { self.mem.table(table).as_ref() }
+    }
+
+    /// The leaf for page `va`, if mapped.
+    pub fn get(&self, va: VirtAddr) -> Option<Leaf> {
+        let va = va.as_u64();
+        check_va(va);
+        let mut t = self.root;
+        for level in (2..=LEVELS).rev() {
+            t = L::decode_table(self.node(t)[index(va, level)].load(Ordering::Acquire))?;
+        }
+        L::decode_leaf(self.node(t)[index(va, 1)].load(Ordering::Acquire))
+    }
+
+    /// The leaf node (level 1) covering `va`, created if missing.
+    fn leaf_node(&mut self, va: u64) -> Result<PhysAddr, OutOfTableMemory> {
+        let mut t = self.root;
+        for level in (2..=LEVELS).rev() {
+            let slot = &self.node(t)[index(va, level)];
+            t = match L::decode_table(slot.load(Ordering::Acquire)) {
+                Some(next) => next,
+                None => {
+                    let next = self.mem.alloc_table().ok_or(OutOfTableMemory)?;
+                    self.nodes += 1;
+                    // Release: the zeroed node is visible before the link.
+                    self.node(t)[index(va, level)].store(L::encode_table(next), Ordering::Release);
+                    next
+                }
+            };
+        }
+        Ok(t)
+    }
+
+    /// Map page `va` to `leaf`; returns the previous leaf.
+    pub fn set(&mut self, va: VirtAddr, leaf: Leaf) -> Result<Option<Leaf>, OutOfTableMemory> {
+        let va = va.as_u64();
+        check_va(va);
+        let node = self.leaf_node(va)?;
+        let old = self.node(node)[index(va, 1)].swap(L::encode_leaf(leaf), Ordering::AcqRel);
+        let old = L::decode_leaf(old);
+        if old.is_none() {
+            self.leaves += 1;
+        }
+        Ok(old)
+    }
+
+    /// Map consecutive pages from `start`, one per leaf, walking from the
+    /// root once per 512-entry leaf node instead of once per page. Stops
+    /// at the first `None`. Returns how many pages were written.
+    pub fn populate(&mut self, start: VirtAddr, leaves: impl IntoIterator<Item = Leaf>) -> Result<usize, OutOfTableMemory> {
+        let mut va = start.as_u64();
+        check_va(va);
+        let mut leaves = leaves.into_iter().peekable();
+        let mut written = 0;
+        while leaves.peek().is_some() {
+            assert!(va < VA_END, "populate runs past the 48-bit range");
+            let node = self.leaf_node(va)?;
+            let entries = self.node(node);
+            let mut new = 0;
+            for entry in &entries[index(va, 1)..] {
+                let Some(leaf) = leaves.next() else { break };
+                let old = entry.swap(L::encode_leaf(leaf), Ordering::AcqRel);
+                new += L::decode_leaf(old).is_none() as usize;
+                written += 1;
+                va += PAGE;
+            }
+            self.leaves += new;
+        }
+        Ok(written)
+    }
+
+    /// Apply `f` to every valid leaf in `range`: `Some(new)` rewrites it,
+    /// `None` clears it. Nodes left empty are unlinked and retired.
+    pub fn update(&mut self, range: VaRange, mut f: impl FnMut(VirtAddr, Leaf) -> Option<Leaf>) -> Updated {
+        let (start, end) = (range.start(), range.end());
+        let mut out = Updated::default();
+        if start < end {
+            let root = self.root;
+            self.update_node(root, LEVELS, 0, start, end, &mut f, &mut out);
+        }
+        self.leaves -= out.cleared;
+        self.nodes -= out.retired.len();
+        out
+    }
+
+    /// Clear every leaf in `range`.
+    pub fn clear(&mut self, range: VaRange) -> Updated {
+        self.update(range, |_, _| None)
+    }
+
+    /// Recursive worker of [`update`]; returns whether `table` is now empty.
+    #[allow(clippy::too_many_arguments)]
+    fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> bool {
+        let s = span(level);
+        let first = if start > base { index(start, level) } else { 0 };
+        let mut cleared_here = false;
+        for i in first..512 {
+            let va = base + i as u64 * s;
+            if va >= end {
+                break;
+            }
+            let raw = self.node(table)[i].load(Ordering::Acquire);
+            if level == 1 {
+                let Some(leaf) = L::decode_leaf(raw) else { continue };
+                match f(VirtAddr::new(va), leaf) {
+                    Some(new) if new == leaf => {}
+                    Some(new) => {
+                        self.node(table)[i].store(L::encode_leaf(new), Ordering::Release);
+                        out.changed += 1;
+                    }
+                    None => {
+                        self.node(table)[i].store(0, Ordering::Release);
+                        out.changed += 1;
+                        out.cleared += 1;
+                        cleared_here = true;
+                    }
+                }
+            } else if let Some(child) = L::decode_table(raw) {
+                if self.update_node(child, level - 1, va, start.max(va), end.min(va + s), f, out) {
+                    self.node(table)[i].store(0, Ordering::Release);
+                    out.retired.0.push(child);
+                    cleared_here = true;
+                }
+            }
+        }
+        // The root is never retired; others only if this pass emptied them.
+        cleared_here && table != self.root && self.node(table).iter().all(|e| e.load(Ordering::Relaxed) == 0)
+    }
+
+    /// Free retired nodes. Call only after every walker that might have
+    /// cached them (IOTLB, paging-structure caches) was flushed.
+    pub fn release(&mut self, retired: Retired) {
+        for t in retired.0 {
+            // SAFETY: unlinked by `update` and, per this function's contract,
+            // no longer cached by any walker.
+            unsafe { self.mem.free_table(t) };
+        }
+    }
+
+    /// Iterate valid leaves in `range`, skipping empty subtrees: the cost is
+    /// proportional to the populated nodes visited, not to the range.
+    pub fn iter(&self, range: VaRange) -> Iter<'_, L, M> {
+        Iter::new(self, range.start(), range.end())
+    }
+
+    fn free_subtree(&mut self, table: PhysAddr, level: u8) {
+        if level > 1 {
+            for i in 0..512 {
+                if let Some(child) = L::decode_table(self.node(table)[i].load(Ordering::Acquire)) {
+                    self.free_subtree(child, level - 1);
+                }
+            }
+        }
+        // SAFETY: the table is being dropped; its owner (the mirror) has
+        // detached it from every device before dropping it.
+        unsafe { self.mem.free_table(table) };
+    }
+}
+
+impl<L: EntryLayout, M: TableMemory> Drop for PageTable<L, M> {
+    fn drop(&mut self) {
+        let root = self.root;
+        self.free_subtree(root, LEVELS);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+use super::*;
+use crate::range::VaRange;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use proptest::prelude::*;
+
+type Pt<'m> = PageTable<SoftLayout, &'m HeapMemory>;
+
+fn va(page: u64) -> VirtAddr {
+    VirtAddr::new(page * PAGE)
+}
+fn r(first: u64, end: u64) -> VaRange {
+    VaRange::new(first * PAGE, end * PAGE).unwrap()
+}
+const ALL: u64 = (1 << 47) / PAGE;
+fn pa(n: u64) -> PhysAddr {
+    PhysAddr::new(n * PAGE)
+}
+
+#[test]
+fn set_get_and_lazy_nodes() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    assert_eq!(mem.live(), 1, "only the root");
+    assert_eq!(pt.get(va(5)), None);
+    assert_eq!(pt.set(va(5), Leaf::writable(pa(77))).unwrap(), None);
+    assert_eq!(mem.live(), 4, "one node per level on the path");
+    assert_eq!(pt.get(va(5)), Some(Leaf::writable(pa(77))));
+    assert_eq!(pt.get(va(6)), None);
+    // A far address needs its own path below the root.
+    pt.set(VirtAddr::new(0x7fff_ffff_f000), Leaf::read_only(pa(1))).unwrap();
+    assert_eq!(mem.live(), 7);
+    assert_eq!(pt.leaves(), 2);
+    drop(pt);
+    assert_eq!(mem.live(), 0, "drop frees every node");
+}
+
+#[test]
+fn clearing_frees_empty_nodes_only_after_release() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    pt.populate(va(510), (0..4).map(|i| Leaf::writable(pa(i)))).unwrap(); // crosses a leaf node
+    assert_eq!(mem.live(), 5, "root, L3, L2, two leaf nodes");
+    let up = pt.clear(r(510, 512));
+    assert_eq!(up.cleared, 2);
+    assert_eq!(up.retired.len(), 1, "the first leaf node emptied");
+    assert_eq!(mem.live(), 5, "not freed before release");
+    pt.release(up.retired);
+    assert_eq!(mem.live(), 4);
+    let up = pt.clear(r(0, 1 << 20));
+    assert_eq!(up.cleared, 2);
+    assert_eq!(up.retired.len(), 3, "leaf node, then its now-empty parents");
+    pt.release(up.retired);
+    assert_eq!(mem.live(), 1, "back to the root alone");
+    assert_eq!(pt.nodes(), 1);
+    assert_eq!(pt.leaves(), 0);
+}
+
+#[test]
+fn update_applies_a_mask() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    pt.populate(va(0), (0..8).map(|i| Leaf::writable(pa(i)))).unwrap();
+    let up = pt.update(r(2, 6), |_, l| Some(Leaf { write: false, ..l }));
+    assert_eq!((up.changed, up.cleared), (4, 0));
+    pt.release(up.retired);
+    let writable: Vec<bool> = pt.iter(r(0, 8)).map(|(_, l)| l.write).collect();
+    assert_eq!(writable, [true, true, false, false, false, false, true, true]);
+}
+
+#[test]
+fn iter_skips_empty_subtrees_and_respects_bounds() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    let pages = [3u64, 511, 512, 1 << 18, (1 << 27) + 7, (1 << 35) - 1];
+    for &p in &pages {
+        pt.set(va(p), Leaf::read_only(pa(p & 0xffff))).unwrap();
+    }
+    let all: Vec<u64> = pt.iter(r(0, ALL)).map(|(v, _)| v.as_u64() / PAGE).collect();
+    assert_eq!(all, pages);
+    let some: Vec<u64> = pt.iter(r(4, 1 << 18)).map(|(v, _)| v.as_u64() / PAGE).collect();
+    assert_eq!(some, [511, 512]);
+    assert_eq!(pt.iter(r(513, 600)).count(), 0);
+}
+
+#[test]
+fn populate_counts_new_leaves_only() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    assert_eq!(pt.populate(va(0), (0..600).map(|i| Leaf::writable(pa(i)))).unwrap(), 600);
+    assert_eq!(pt.populate(va(100), (0..10).map(|i| Leaf::read_only(pa(i)))).unwrap(), 10);
+    assert_eq!(pt.leaves(), 600);
+}
+
+#[test]
+fn out_of_memory_is_an_error() {
+    struct Tiny(HeapMemory);
+    // SAFETY: delegates, refusing past 2 live nodes.
+    unsafe impl TableMemory for Tiny {
+        fn alloc_table(&self) -> Option<PhysAddr> {
+            (self.0.live() < 2).then(|| self.0.alloc_table()).flatten()
+        }
+        unsafe fn free_table(&self, t: PhysAddr) {
+            unsafe { self.0.free_table(t) }
+        }
+        fn table(&self, t: PhysAddr) -> core::ptr::NonNull<Node> {
+            self.0.table(t)
+        }
+    }
+    let mem = Tiny(HeapMemory::new());
+    let mut pt = PageTable::<SoftLayout, _>::new(&mem).unwrap();
+    assert_eq!(pt.set(va(1), Leaf::read_only(pa(1))), Err(OutOfTableMemory));
+    assert_eq!(pt.get(va(1)), None);
+    drop(pt);
+    assert_eq!(mem.0.live(), 0, "partially built paths are still freed");
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Set(u64, u64, bool),
+    Clear(u64, u64),
+    Protect(u64, u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // Pages clustered so that nodes fill, empty and cross boundaries.
+    let page = prop_oneof![0u64..2048, (1u64 << 18)..(1 << 18) + 1024, Just((1 << 35) - 1)];
+    prop_oneof![
+        (page.clone(), 0u64..1 << 20, any::<bool>()).prop_map(|(p, f, w)| Op::Set(p, f, w)),
+        (page.clone(), 1u64..1100).prop_map(|(p, n)| Op::Clear(p, n)),
+        (page, 1u64..1100).prop_map(|(p, n)| Op::Protect(p, n)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// The table behaves like a map from page to leaf, and after every
+    /// step holds exactly the nodes its leaves need.
+    #[test]
+    fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..60)) {
+        let mem = HeapMemory::new();
+        let mut pt = Pt::new(&mem).unwrap();
+        let mut model: BTreeMap<u64, Leaf> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Set(p, f, w) => {
+                    let leaf = Leaf { addr: pa(f), write: w, dirty: false, exclusive: false };
+                    prop_assert_eq!(pt.set(va(p), leaf).unwrap(), model.insert(p, leaf));
+                }
+                Op::Clear(p, n) => {
+                    let up = pt.clear(r(p, (p + n).min(1 << 35)));
+                    let gone: Vec<u64> = model.range(p..p + n).map(|(k, _)| *k).collect();
+                    prop_assert_eq!(up.cleared, gone.len());
+                    for k in gone { model.remove(&k); }
+                    pt.release(up.retired);
+                }
+                Op::Protect(p, n) => {
+                    let up = pt.update(r(p, (p + n).min(1 << 35)), |_, l| Some(Leaf { write: false, ..l }));
+                    for (_, l) in model.range_mut(p..p + n) { l.write = false; }
+                    pt.release(up.retired);
+                }
+            }
+            let got: Vec<(u64, Leaf)> = pt.iter(r(0, ALL)).map(|(v, l)| (v.as_u64() / PAGE, l)).collect();
+            let want: Vec<(u64, Leaf)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(pt.leaves(), model.len());
+            // Exactly the nodes needed: root + distinct prefixes per level.
+            let mut need = 1;
+            for shift in [27u32, 18, 9] {
+                let mut prefixes: Vec<u64> = model.keys().map(|k| k >> shift).collect();
+                prefixes.dedup();
+                need += prefixes.len();
+            }
+            prop_assert_eq!(mem.live(), need);
+        }
+    }
+}
