@@ -25,6 +25,7 @@ pub mod console;
 pub mod cycles;
 pub mod irq;
 pub mod mm;
+pub mod platform;
 pub mod qemu;
 pub mod shell;
 pub mod testing;
