@@ -20,6 +20,7 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod arch;
+pub mod aspace;
 pub mod cmdline;
 pub mod console;
 pub mod cycles;

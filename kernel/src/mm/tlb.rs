@@ -65,6 +65,11 @@ impl TlbFlush {
         !self.all && self.count == 0
     }
 
+    /// The translations belong to an address space that is not loaded:
+    /// nothing of it is cached (CR3 is reloaded before it is used), so
+    /// there is nothing to flush.
+    pub fn discard_inactive(self) {}
+
     /// Flush what was recorded from this CPU's TLB.
     pub fn flush(self) -> FlushKind {
         if self.all {

@@ -1,0 +1,72 @@
+//! fork: the child gets a copy-on-write copy.
+//!
+//! Every present page is shared (frame reference count + 1) and mapped
+//! read-only on *both* sides; the parent's writable pages lose write access
+//! under a `CowWriteProtect` notification (one per writable area), so a
+//! device mirroring the parent stops writing the now-shared frame. The
+//! first write on either side copies (or, if the count fell back to 1,
+//! just re-enables write). Swapped pages share their slot.
+
+use super::pte::{self, Pte};
+use super::swap::SWAP;
+use super::{page, AddressSpace, Change, ChangeKind, ForkError, Prot};
+use crate::mm::frames::Frame;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use x86_64::structures::paging::PageTableFlags as F;
+
+impl AddressSpace {
+    /// A copy-on-write child.
+    pub fn fork(&self) -> Result<Arc<AddressSpace>, ForkError> {
+        let child = AddressSpace::new()?;
+        let mut parent = self.lock();
+        let vmas: Vec<_> = parent.vmas.iter().collect();
+        {
+            let mut c = child.lock();
+            for v in &vmas {
+                c.vmas.insert(*v);
+            }
+        }
+        for v in vmas {
+            let body = |inner: &mut super::Inner, tlb: &mut crate::mm::tlb::TlbFlush| -> Result<(), ForkError> {
+                let mut entries = Vec::new();
+                inner.tables().for_each(v.range.start(), v.range.end(), &mut |va, e| {
+                    match Pte::decode(e) {
+                        Pte::Present { frame, flags } => {
+                            if flags.contains(F::WRITABLE) {
+                                pte::set_present(e, frame, flags & !F::WRITABLE);
+                                tlb.add(page(va));
+                            }
+                            // SAFETY: the entry holds a reference, so the frame is live.
+                            let shared = unsafe { Frame::share_raw(frame) };
+                            entries.push((va, Pte::Present { frame: shared.into_raw(), flags: flags & !(F::WRITABLE | F::DIRTY | F::ACCESSED) }));
+                        }
+                        Pte::Swapped { slot } => {
+                            SWAP.share(slot);
+                            entries.push((va, Pte::Swapped { slot }));
+                        }
+                        Pte::None => {}
+                    }
+                });
+                let mut c = child.lock();
+                for (va, p) in entries {
+                    let e = c.tables().entry(va, true)?.expect("created");
+                    match p {
+                        Pte::Present { frame, flags } => pte::set_present(e, frame, flags),
+                        Pte::Swapped { slot } => pte::set_swapped(e, slot),
+                        Pte::None => {}
+                    }
+                }
+                Ok(())
+            };
+            if v.prot.contains(Prot::WRITE) {
+                parent.change(self.id, Change { range: v.range, kind: ChangeKind::CowWriteProtect }, |inner, tlb, _| body(inner, tlb))?;
+            } else {
+                let mut tlb = crate::mm::tlb::TlbFlush::new();
+                body(&mut parent, &mut tlb)?;
+                tlb.discard_inactive(); // read-only areas: no entry changed
+            }
+        }
+        Ok(child)
+    }
+}

@@ -1,0 +1,436 @@
+//! Process address spaces on real x86-64 page tables.
+//!
+//! An [`AddressSpace`] owns a PML4 (user half its own, kernel half shared),
+//! a set of [`Vma`]s, and the frames and swap slots its entries reference.
+//! Dropping it is process exit: listeners hear `Exit`, then every frame,
+//! swap slot and page-table page is released.
+//!
+//! # The fault path
+//!
+//! ```text
+//!  kernel code: aspace.copy_to_user(va, bytes)
+//!    └─ load this PML4 into CR3 ─► rep movsb (listed in the exception table)
+//!         #PF ─► trap handler: extable fixup, nothing else ─► copy returns (CR2, error)
+//!    └─ aspace.handle_fault(CR2, access)        ← safe Rust, address space in hand
+//!         outside every VMA / against its prot ─► Err(AccessError { addr, access, reason })
+//!         none      ─► demand-zero: fresh zeroed frame
+//!         swapped   ─► swap-in: frame filled from the slot (slot kept while clean)
+//!         read-only + write in a writable VMA ─► COW break: copy, or reuse if
+//!                                                 the frame's refcount is 1
+//!    └─ retry the rest of the copy
+//! ```
+//!
+//! HMM's device faults enter at [`AddressSpace::fault_in`], the same code.
+//!
+//! # Locking
+//! One spin lock per address space around its tables, VMAs and listeners.
+//! Listeners run under it (see [`notify`] for their contract). Frames and
+//! swap slots that a change frees are released only after the change's
+//! `invalidate_end`, still under the lock.
+//!
+//! # TLB
+//! A change produces a [`TlbFlush`] token. It is carried out if this
+//! address space is loaded in CR3; if not, nothing is cached for it (CR3 is
+//! reloaded, which drops non-global entries, before it is used again).
+
+mod fault;
+mod fork;
+pub mod notify;
+mod ops;
+mod pte;
+pub mod swap;
+mod uaccess;
+pub mod vma;
+
+pub use fault::{Access, AccessError, AccessFailure, CpuPte};
+pub use notify::{AspaceId, Change, ChangeKind, Listener, ListenerId};
+pub use ops::{MigrateError, PageBits};
+pub use vma::{Prot, Vma};
+
+use crate::mm::frames::{Frame, OutOfFrames};
+use crate::mm::tlb::TlbFlush;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
+use hmm::{BadRange, VaRange, PAGE};
+use notify::Listeners;
+use pte::{Pte, UserTables};
+use spin::Mutex;
+use vma::Vmas;
+use x86_64::registers::control::Cr3;
+use x86_64::structures::paging::{Page, PageTableFlags as F, PhysFrame};
+use x86_64::VirtAddr;
+
+/// Where `mmap` without a usable hint starts looking.
+pub const MMAP_BASE: u64 = 0x1000_0000;
+
+/// Counters (for tests and the console).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AspaceStats {
+    pub demand_zero: u64,
+    pub cow_copies: u64,
+    pub cow_reuses: u64,
+    pub swap_ins: u64,
+    pub swap_outs: u64,
+    pub swap_cache_hits: u64,
+    pub migrations: u64,
+    pub notifications: u64,
+}
+
+/// Something an entry held, released after a change's `invalidate_end`.
+pub(crate) enum Released {
+    /// Held only to be dropped (after `invalidate_end`).
+    #[allow(dead_code)]
+    Frame(Frame),
+    Slot(u64),
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        if let Released::Slot(s) = self {
+            swap::SWAP.release(*s);
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    tables: Option<UserTables>,
+    vmas: Vmas,
+    listeners: Listeners,
+    /// Resident pages whose swap slot still holds their (clean) contents.
+    swap_cache: BTreeMap<u64, u64>,
+    clock_hand: u64,
+    stats: AspaceStats,
+}
+
+/// A process address space.
+pub struct AddressSpace {
+    id: AspaceId,
+    inner: Mutex<Inner>,
+}
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+// ---- errors ----------------------------------------------------------------
+
+/// `mmap` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmapError {
+    BadRange(BadRange),
+    ZeroLength,
+    /// A fixed mapping would overlap an existing one (use `replace`).
+    Overlap,
+    /// No gap large enough.
+    NoSpace,
+}
+
+/// `munmap` / `mprotect` on a bad range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeError {
+    BadRange(BadRange),
+    /// Part of the range is not mapped (mprotect requires all of it).
+    NotMapped,
+    /// `none` protection is not supported (x86 cannot express it with a
+    /// present entry; hmmos has no PROT_NONE marker yet).
+    Unsupported,
+}
+
+/// `fork` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForkError {
+    NoMemory,
+}
+
+/// Any address-space error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AspaceError {
+    Mmap(MmapError),
+    Range(RangeError),
+    Fork(ForkError),
+    Access(AccessError),
+    Migrate(MigrateError),
+    NoMemory,
+}
+
+impl From<MmapError> for AspaceError {
+    fn from(e: MmapError) -> Self {
+        Self::Mmap(e)
+    }
+}
+impl From<RangeError> for AspaceError {
+    fn from(e: RangeError) -> Self {
+        Self::Range(e)
+    }
+}
+impl From<ForkError> for AspaceError {
+    fn from(e: ForkError) -> Self {
+        Self::Fork(e)
+    }
+}
+impl From<AccessError> for AspaceError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}
+impl From<MigrateError> for AspaceError {
+    fn from(e: MigrateError) -> Self {
+        Self::Migrate(e)
+    }
+}
+impl From<OutOfFrames> for AspaceError {
+    fn from(_: OutOfFrames) -> Self {
+        Self::NoMemory
+    }
+}
+impl From<OutOfFrames> for ForkError {
+    fn from(_: OutOfFrames) -> Self {
+        Self::NoMemory
+    }
+}
+
+impl fmt::Display for AspaceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Mmap(MmapError::BadRange(r)) | Self::Range(RangeError::BadRange(r)) => write!(f, "{r}"),
+            Self::Mmap(MmapError::ZeroLength) => f.write_str("mmap of length 0"),
+            Self::Mmap(MmapError::Overlap) => f.write_str("the fixed range overlaps an existing mapping"),
+            Self::Mmap(MmapError::NoSpace) => f.write_str("no free range of that size"),
+            Self::Range(RangeError::NotMapped) => f.write_str("part of the range is not mapped"),
+            Self::Range(RangeError::Unsupported) => f.write_str("protection `none` is not supported"),
+            Self::Fork(ForkError::NoMemory) | Self::NoMemory => f.write_str("out of memory"),
+            Self::Access(e) => write!(f, "{e}"),
+            Self::Migrate(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+// ---- the address space -------------------------------------------------------
+
+impl Inner {
+    fn tables(&mut self) -> &mut UserTables {
+        self.tables.as_mut().expect("address space is live")
+    }
+
+    fn active(&mut self) -> bool {
+        Cr3::read().0 == self.tables().pml4()
+    }
+
+    /// The notification bracket around a change of `range`: start, the
+    /// change (which returns a TLB token and what it released), TLB flush,
+    /// end, then release.
+    fn change<R>(&mut self, id: AspaceId, change: Change, f: impl FnOnce(&mut Inner, &mut TlbFlush, &mut Vec<Released>) -> R) -> R {
+        self.listeners.start(id, &change);
+        self.stats.notifications += 1;
+        let mut tlb = TlbFlush::new();
+        let mut released = Vec::new();
+        let r = f(self, &mut tlb, &mut released);
+        if self.active() {
+            let _ = tlb.flush();
+        } else {
+            tlb.discard_inactive();
+        }
+        self.listeners.end(id, &change);
+        drop(released);
+        r
+    }
+}
+
+fn page(va: u64) -> Page {
+    Page::containing_address(VirtAddr::new(va))
+}
+
+/// Leaf flags for a page of `vma`.
+pub(crate) fn leaf_flags(prot: Prot, writable: bool) -> F {
+    let mut f = F::PRESENT | F::USER_ACCESSIBLE;
+    if writable && prot.contains(Prot::WRITE) {
+        f |= F::WRITABLE;
+    }
+    if !prot.contains(Prot::EXEC) {
+        f |= F::NO_EXECUTE;
+    }
+    f
+}
+
+impl AddressSpace {
+    /// An empty address space.
+    pub fn new() -> Result<Arc<AddressSpace>, OutOfFrames> {
+        let tables = UserTables::new()?;
+        Ok(Arc::new(AddressSpace {
+            id: AspaceId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            inner: Mutex::new(Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), clock_hand: 0, stats: AspaceStats::default() }),
+        }))
+    }
+
+    pub fn id(&self) -> AspaceId {
+        self.id
+    }
+
+    pub(crate) fn lock(&self) -> spin::MutexGuard<'_, Inner> {
+        self.inner.lock()
+    }
+
+    /// The PML4 frame (for CR3 and diagnostics).
+    pub fn pml4(&self) -> PhysFrame {
+        self.lock().tables().pml4()
+    }
+
+    pub fn stats(&self) -> AspaceStats {
+        self.lock().stats
+    }
+
+    /// Page-table frames in use (PML4 included).
+    pub fn table_frames(&self) -> usize {
+        self.lock().tables().table_frames
+    }
+
+    /// The areas, in order.
+    pub fn vmas(&self) -> Vec<Vma> {
+        self.lock().vmas.iter().collect()
+    }
+
+    /// The area containing `addr`.
+    pub fn vma_at(&self, addr: u64) -> Option<Vma> {
+        self.lock().vmas.find(addr)
+    }
+
+    /// Register a listener for changes.
+    pub fn register_listener(&self, l: Arc<dyn Listener>) -> ListenerId {
+        self.lock().listeners.add(l)
+    }
+
+    /// Remove a listener; false if it was not registered.
+    pub fn unregister_listener(&self, id: ListenerId) -> bool {
+        self.lock().listeners.remove(id)
+    }
+
+    /// Map `len` bytes of zero-filled anonymous memory. `at`: with `fixed`
+    /// the exact address (refused if it overlaps anything), otherwise a
+    /// hint used if free. Returns the range.
+    pub fn mmap(&self, at: Option<u64>, len: u64, prot: Prot, fixed: bool) -> Result<VaRange, MmapError> {
+        if len == 0 {
+            return Err(MmapError::ZeroLength);
+        }
+        let len = len.checked_next_multiple_of(PAGE).ok_or(MmapError::NoSpace)?;
+        let mut inner = self.lock();
+        let want = match at {
+            Some(a) => Some(VaRange::new(a, a.checked_add(len).unwrap_or(u64::MAX)).map_err(MmapError::BadRange)?),
+            None if fixed => return Err(MmapError::BadRange(BadRange { start: 0, end: len })),
+            None => None,
+        };
+        let range = match want {
+            Some(r) if r.start() >= crate::mm::USER_MIN && !inner.vmas.overlaps(r) => r,
+            Some(_) if fixed => return Err(MmapError::Overlap),
+            _ => Self::find_gap(&inner.vmas, at.unwrap_or(MMAP_BASE).max(MMAP_BASE), len).ok_or(MmapError::NoSpace)?,
+        };
+        inner.vmas.insert(Vma { range, prot });
+        Ok(range)
+    }
+
+    fn find_gap(vmas: &Vmas, from: u64, len: u64) -> Option<VaRange> {
+        let mut at = from.next_multiple_of(PAGE);
+        for v in vmas.iter() {
+            if v.range.end() <= at {
+                continue;
+            }
+            if v.range.start() >= at + len {
+                break;
+            }
+            at = v.range.end();
+        }
+        VaRange::new(at, at.checked_add(len)?).ok()
+    }
+
+    /// Unmap any page-aligned range (parts not mapped are ignored).
+    pub fn munmap(&self, start: u64, len: u64) -> Result<(), RangeError> {
+        let r = VaRange::new(start, start.saturating_add(len)).map_err(RangeError::BadRange)?;
+        let mut inner = self.lock();
+        if !inner.vmas.overlaps(r) {
+            return Ok(());
+        }
+        inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, released| {
+            inner.clear_entries(r, tlb, released);
+            inner.vmas.remove(r);
+        });
+        Ok(())
+    }
+
+    /// Change the protection of a fully mapped range. Write permission is
+    /// never *added* to entries here: the next write fault adds it (so COW
+    /// pages stay protected).
+    pub fn mprotect(&self, start: u64, len: u64, prot: Prot) -> Result<(), RangeError> {
+        let r = VaRange::new(start, start.saturating_add(len)).map_err(RangeError::BadRange)?;
+        if prot.is_empty() {
+            return Err(RangeError::Unsupported);
+        }
+        let mut inner = self.lock();
+        if !inner.vmas.covers(r) {
+            return Err(RangeError::NotMapped);
+        }
+        inner.change(self.id, Change { range: r, kind: ChangeKind::Protect }, |inner, tlb, _| {
+            inner.vmas.protect(r, prot);
+            inner.tables().for_each(r.start(), r.end(), &mut |va, e| {
+                if let Pte::Present { frame, flags } = Pte::decode(e) {
+                    let keep_w = flags.contains(F::WRITABLE) && prot.contains(Prot::WRITE);
+                    let new = (flags & (F::ACCESSED | F::DIRTY)) | leaf_flags(prot, keep_w);
+                    if new != flags {
+                        pte::set_present(e, frame, new);
+                        tlb.add(page(va));
+                    }
+                }
+            });
+        });
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Clear every entry in `r`, collecting what they held.
+    fn clear_entries(&mut self, r: VaRange, tlb: &mut TlbFlush, released: &mut Vec<Released>) {
+        let mut cache_hits = Vec::new();
+        self.tables().for_each(r.start(), r.end(), &mut |va, e| {
+            match Pte::decode(e) {
+                // SAFETY: a present user entry holds one frame reference.
+                Pte::Present { frame, .. } => released.push(Released::Frame(unsafe { Frame::from_raw(frame) })),
+                Pte::Swapped { slot } => released.push(Released::Slot(slot)),
+                Pte::None => {}
+            }
+            e.set_unused();
+            tlb.add(page(va));
+            cache_hits.push(va);
+        });
+        for va in cache_hits {
+            if let Some(slot) = self.swap_cache.remove(&va) {
+                released.push(Released::Slot(slot));
+            }
+        }
+    }
+}
+
+impl Drop for AddressSpace {
+    /// Process exit: listeners hear `Exit` for the whole user range, then
+    /// everything is released.
+    fn drop(&mut self) {
+        let id = self.id;
+        let inner = self.inner.get_mut();
+        let all = VaRange::new(0, hmm::USER_END).expect("the user range");
+        let change = Change { range: all, kind: ChangeKind::Exit };
+        inner.listeners.start(id, &change);
+        let tables = inner.tables.take().expect("live");
+        let active = Cr3::read().0 == tables.pml4();
+        assert!(!active, "an address space is dropped while loaded in CR3");
+        let mut released = Vec::new();
+        tables.destroy(&mut |_, e| match Pte::decode(e) {
+            // SAFETY: a present user entry holds one frame reference.
+            Pte::Present { frame, .. } => released.push(Released::Frame(unsafe { Frame::from_raw(frame) })),
+            Pte::Swapped { slot } => released.push(Released::Slot(slot)),
+            Pte::None => {}
+        });
+        inner.listeners.end(id, &change);
+        for (_, slot) in core::mem::take(&mut inner.swap_cache) {
+            released.push(Released::Slot(slot));
+        }
+        drop(released);
+    }
+}

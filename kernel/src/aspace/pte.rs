@@ -1,0 +1,158 @@
+//! The user half of a process page table: a 4-level walk over the x86-64
+//! entries, through the direct map. This module is where process page
+//! tables are written.
+//!
+//! A leaf entry is one of three things:
+//!
+//! ```text
+//!  present:  P=1  frame | flags (W, U, A, D, NX)      holds one frame reference
+//!  swapped:  P=0, bit 9 = 1, bits 12..51 = swap slot   holds one slot reference
+//!  none:     0
+//! ```
+
+use crate::mm::direct;
+use crate::mm::frames::{self, Frame, FrameFlags, OutOfFrames};
+use x86_64::structures::paging::page_table::PageTableEntry;
+use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
+use x86_64::PhysAddr;
+
+/// The software bit that marks a swap entry.
+const SWAP: F = F::BIT_9;
+/// Flags of intermediate (non-leaf) user entries.
+const TABLE_FLAGS: F = F::PRESENT.union(F::WRITABLE).union(F::USER_ACCESSIBLE);
+
+/// A decoded leaf entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pte {
+    None,
+    Present { frame: PhysFrame, flags: F },
+    Swapped { slot: u64 },
+}
+
+impl Pte {
+    pub fn decode(e: &PageTableEntry) -> Pte {
+        let flags = e.flags();
+        if flags.contains(F::PRESENT) {
+            Pte::Present { frame: PhysFrame::containing_address(e.addr()), flags }
+        } else if flags.contains(SWAP) {
+            Pte::Swapped { slot: e.addr().as_u64() >> 12 }
+        } else {
+            Pte::None
+        }
+    }
+}
+
+/// Write a present entry.
+pub fn set_present(e: &mut PageTableEntry, frame: PhysFrame, flags: F) {
+    e.set_addr(frame.start_address(), flags | F::PRESENT | F::USER_ACCESSIBLE);
+}
+
+/// Write a swap entry.
+pub fn set_swapped(e: &mut PageTableEntry, slot: u64) {
+    e.set_addr(PhysAddr::new(slot << 12), SWAP);
+}
+
+/// The user-half tables of one address space.
+pub struct UserTables {
+    pml4: PhysFrame,
+    /// Page-table frames in use (PML4 included).
+    pub table_frames: usize,
+}
+
+fn table<'a>(frame: PhysFrame) -> &'a mut PageTable {
+    // SAFETY: `frame` is a page-table frame owned by a `UserTables`, which
+    // is only reached through `&mut UserTables` (one user at a time); the
+    // direct map covers it.
+    unsafe { &mut *direct::phys_to_virt(frame.start_address()).as_mut_ptr::<PageTable>() }
+}
+
+fn new_table() -> Result<PhysFrame, OutOfFrames> {
+    let f = frames::alloc_zeroed()?;
+    f.set_flags(FrameFlags::PAGE_TABLE);
+    Ok(f.into_raw())
+}
+
+impl UserTables {
+    /// A PML4 whose kernel half is the kernel's.
+    pub fn new() -> Result<Self, OutOfFrames> {
+        let pml4 = new_table()?;
+        let t = table(pml4);
+        for (i, e) in crate::mm::kpt::kernel_half().into_iter().enumerate() {
+            t[256 + i] = e;
+        }
+        Ok(UserTables { pml4, table_frames: 1 })
+    }
+
+    pub fn pml4(&self) -> PhysFrame {
+        self.pml4
+    }
+
+    /// The leaf entry of `va`; with `create`, missing tables are made.
+    pub fn entry(&mut self, va: u64, create: bool) -> Result<Option<&mut PageTableEntry>, OutOfFrames> {
+        let idx = [(va >> 39) & 511, (va >> 30) & 511, (va >> 21) & 511];
+        let mut t = self.pml4;
+        for i in idx {
+            let e = &mut table(t)[i as usize];
+            if e.is_unused() {
+                if !create {
+                    return Ok(None);
+                }
+                let n = new_table()?;
+                self.table_frames += 1;
+                e.set_addr(n.start_address(), TABLE_FLAGS);
+            }
+            t = PhysFrame::containing_address(e.addr());
+        }
+        Ok(Some(&mut table(t)[((va >> 12) & 511) as usize]))
+    }
+
+    /// Visit every used leaf entry in `[start, end)`, skipping absent tables.
+    pub fn for_each(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
+        walk(self.pml4, 4, 0, start, end, f);
+    }
+
+    /// Visit every used leaf entry, then free every user page-table frame.
+    /// The visitor must release what each entry holds.
+    pub fn destroy(mut self, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
+        self.for_each(0, crate::mm::USER_END, f);
+        free(self.pml4, 4);
+        self.table_frames = 0;
+    }
+}
+
+fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
+    let span = 1u64 << (12 + 9 * (level as u64 - 1));
+    let first = if start > base { ((start - base) / span) as usize } else { 0 };
+    // In the PML4 only the user half (0..256) belongs to us.
+    let last = if level == 4 { 256 } else { 512 };
+    for i in first..last {
+        let va = base + i as u64 * span;
+        if va >= end {
+            break;
+        }
+        let e = &mut table(t)[i];
+        if e.is_unused() {
+            continue;
+        }
+        if level == 1 {
+            f(va, e);
+        } else {
+            walk(PhysFrame::containing_address(e.addr()), level - 1, va, start.max(va), end.min(va + span), f);
+        }
+    }
+}
+
+fn free(t: PhysFrame, level: u8) {
+    if level > 1 {
+        let last = if level == 4 { 256 } else { 512 };
+        for i in 0..last {
+            let e = &table(t)[i];
+            if !e.is_unused() {
+                free(PhysFrame::containing_address(e.addr()), level - 1);
+            }
+        }
+    }
+    // SAFETY: a table frame allocated by `new_table`, whose reference the
+    // table held; it is no longer linked or loaded.
+    drop(unsafe { Frame::from_raw(t) });
+}

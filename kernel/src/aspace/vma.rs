@@ -1,0 +1,154 @@
+//! Virtual memory areas: non-overlapping page ranges with a protection and
+//! a backing (anonymous, zero-filled). Kept sorted in a `BTreeMap` by start;
+//! adjacent areas with the same protection are merged.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::fmt;
+use hmm::VaRange;
+
+bitflags::bitflags! {
+    /// What a process may do with an area.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Prot: u8 {
+        const READ = 1;
+        const WRITE = 2;
+        const EXEC = 4;
+    }
+}
+
+impl Prot {
+    /// Parse `r`, `rw`, `rx`, `rwx`, `none`.
+    pub fn parse(s: &str) -> Option<Prot> {
+        if s == "none" {
+            return Some(Prot::empty());
+        }
+        let mut p = Prot::empty();
+        for c in s.chars() {
+            p |= match c {
+                'r' => Prot::READ,
+                'w' => Prot::WRITE,
+                'x' => Prot::EXEC,
+                _ => return None,
+            };
+        }
+        Some(p)
+    }
+}
+
+impl fmt::Display for Prot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = |p: Prot, ch: char| if self.contains(p) { ch } else { '-' };
+        write!(f, "{}{}{}", c(Prot::READ, 'r'), c(Prot::WRITE, 'w'), c(Prot::EXEC, 'x'))
+    }
+}
+
+/// One area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vma {
+    pub range: VaRange,
+    pub prot: Prot,
+}
+
+/// The areas of one address space.
+#[derive(Default)]
+pub struct Vmas {
+    by_start: BTreeMap<u64, Vma>,
+}
+
+impl Vmas {
+    /// The area containing `addr`.
+    pub fn find(&self, addr: u64) -> Option<Vma> {
+        self.by_start.range(..=addr).next_back().map(|(_, v)| *v).filter(|v| v.range.contains(addr))
+    }
+
+    /// Whether any area overlaps `r`.
+    pub fn overlaps(&self, r: VaRange) -> bool {
+        self.overlapping(r).next().is_some()
+    }
+
+    /// Areas overlapping `r`, in order.
+    pub fn overlapping(&self, r: VaRange) -> impl Iterator<Item = Vma> + '_ {
+        let first = self.by_start.range(..r.start()).next_back().map(|(s, _)| *s).unwrap_or(0);
+        self.by_start.range(first..r.end()).map(|(_, v)| *v).filter(move |v| v.range.overlaps(&r))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Vma> + '_ {
+        self.by_start.values().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_start.is_empty()
+    }
+
+    /// Add an area (caller checked it overlaps nothing); merges neighbours.
+    pub fn insert(&mut self, vma: Vma) {
+        self.by_start.insert(vma.range.start(), vma);
+        self.merge_around(vma.range);
+    }
+
+    /// Cut `r` out of every area (splitting as needed); returns the pieces removed.
+    pub fn remove(&mut self, r: VaRange) -> Vec<Vma> {
+        let hit: Vec<Vma> = self.overlapping(r).collect();
+        let mut removed = Vec::new();
+        for v in hit {
+            self.by_start.remove(&v.range.start());
+            let cut = v.range.intersect(&r).expect("overlapping");
+            if v.range.start() < cut.start() {
+                let left = VaRange::new(v.range.start(), cut.start()).expect("sub-range");
+                self.by_start.insert(left.start(), Vma { range: left, prot: v.prot });
+            }
+            if cut.end() < v.range.end() {
+                let right = VaRange::new(cut.end(), v.range.end()).expect("sub-range");
+                self.by_start.insert(right.start(), Vma { range: right, prot: v.prot });
+            }
+            removed.push(Vma { range: cut, prot: v.prot });
+        }
+        removed
+    }
+
+    /// Give `r` protection `prot` (split at its edges, merge afterwards).
+    /// Returns the pieces with their old protection.
+    pub fn protect(&mut self, r: VaRange, prot: Prot) -> Vec<Vma> {
+        let old = self.remove(r);
+        for piece in &old {
+            self.by_start.insert(piece.range.start(), Vma { range: piece.range, prot });
+        }
+        self.merge_around(r);
+        old
+    }
+
+    /// Whether `r` is covered by areas with no gap.
+    pub fn covers(&self, r: VaRange) -> bool {
+        let mut at = r.start();
+        for v in self.overlapping(r) {
+            if v.range.start() > at {
+                return false;
+            }
+            at = v.range.end();
+        }
+        at >= r.end()
+    }
+
+    fn merge_around(&mut self, r: VaRange) {
+        // Merge each area in [r.start - one area, r.end] with its right neighbour.
+        let from = self.by_start.range(..r.start()).next_back().map(|(s, _)| *s).unwrap_or(r.start());
+        let starts: Vec<u64> = self.by_start.range(from..=r.end()).map(|(s, _)| *s).collect();
+        for s in starts {
+            let Some(cur) = self.by_start.get(&s).copied() else { continue };
+            while let Some(next) = self.by_start.get(&cur.range.end()).copied() {
+                if next.prot != cur.prot {
+                    break;
+                }
+                self.by_start.remove(&next.range.start());
+                let merged = VaRange::new(cur.range.start(), next.range.end()).expect("adjacent");
+                self.by_start.insert(s, Vma { range: merged, prot: cur.prot });
+                return self.merge_around(r); // restart: the map changed
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Address spaces: demand paging through real CPU accesses, munmap
+//! splitting areas, mprotect reporting a bad write with address and access,
+//! errors instead of crashes, and teardown that leaks no frame.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+use alloc::vec;
+use kernel::aspace::{Access, AccessError, AccessFailure, AddressSpace, AspaceError, MmapError, Prot, RangeError};
+use kernel::mm::frames;
+use kernel::{tests, BootInfo};
+
+kernel::entry!(main);
+
+fn main(_: &'static BootInfo) -> ! {
+    kernel::testing::run(
+        "aspace_basics",
+        tests![demand_paging_zero_fills_on_first_touch, munmap_splits_an_area, mprotect_read_only_reports_writes, bad_accesses_are_errors, mmap_placement_and_errors, teardown_leaks_nothing, several_address_spaces_are_independent],
+    );
+}
+
+const MB: u64 = 1 << 20;
+
+fn demand_paging_zero_fills_on_first_touch() {
+    let a = AddressSpace::new().unwrap();
+    let r = a.mmap(None, 64 * 4096, Prot::READ | Prot::WRITE, false).unwrap();
+    assert_eq!(a.walk(r.start()), None, "nothing resident before the first touch");
+    let free = frames::stats().free;
+    let mut buf = [0xffu8; 100];
+    a.copy_from_user(r.start() + 10, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0), "zero-filled");
+    assert_eq!(a.stats().demand_zero, 1);
+    assert_eq!(frames::stats().free, free - 1 - 3, "one data frame and the page-table pages under it");
+    a.copy_to_user(r.start() + 4090, b"hello world").unwrap(); // crosses into page 2
+    assert_eq!(a.stats().demand_zero, 2);
+    let mut back = [0u8; 11];
+    a.copy_from_user(r.start() + 4090, &mut back).unwrap();
+    assert_eq!(&back, b"hello world");
+    assert!(a.walk(r.start() + 4096).unwrap().dirty, "the CPU's write set the dirty bit");
+}
+
+fn munmap_splits_an_area() {
+    let a = AddressSpace::new().unwrap();
+    let r = a.mmap(Some(0x4000_0000), 16 * 4096, Prot::READ | Prot::WRITE, true).unwrap();
+    a.copy_to_user(r.start(), &vec![1u8; 16 * 4096]).unwrap();
+    let free = frames::stats().free;
+    a.munmap(r.start() + 4 * 4096, 4 * 4096).unwrap();
+    let v = a.vmas();
+    assert_eq!(v.len(), 2, "one area became two");
+    assert_eq!((v[0].range.start(), v[0].range.end()), (r.start(), r.start() + 4 * 4096));
+    assert_eq!((v[1].range.start(), v[1].range.end()), (r.start() + 8 * 4096, r.end()));
+    assert_eq!(frames::stats().free, free + 4, "the four frames came back");
+    let err = a.copy_from_user(r.start() + 5 * 4096, &mut [0u8; 1]).unwrap_err();
+    assert_eq!(err, AccessError { addr: r.start() + 5 * 4096, access: Access::Read, reason: AccessFailure::NoVma });
+    let mut b = [0u8; 1];
+    a.copy_from_user(r.start() + 8 * 4096, &mut b).unwrap();
+    assert_eq!(b[0], 1, "the rest kept its data");
+    assert_eq!(a.munmap(r.start() + 1, 4096), Err(RangeError::BadRange(hmm::BadRange { start: r.start() + 1, end: r.start() + 4097 })));
+}
+
+fn mprotect_read_only_reports_writes() {
+    let a = AddressSpace::new().unwrap();
+    let r = a.mmap(None, 8 * 4096, Prot::READ | Prot::WRITE, false).unwrap();
+    a.copy_to_user(r.start(), &[7u8; 8 * 4096]).unwrap();
+    a.mprotect(r.start() + 2 * 4096, 2 * 4096, Prot::READ).unwrap();
+    assert_eq!(a.vmas().len(), 3, "split into rw | r | rw");
+    let target = r.start() + 2 * 4096 + 5;
+    let err = a.copy_to_user(target, &[1]).unwrap_err();
+    assert_eq!(err, AccessError { addr: target, access: Access::Write, reason: AccessFailure::Protection });
+    let mut b = [0u8; 1];
+    a.copy_from_user(target, &mut b).unwrap();
+    assert_eq!(b[0], 7, "reads still work, data unchanged");
+    a.mprotect(r.start() + 2 * 4096, 2 * 4096, Prot::READ | Prot::WRITE).unwrap();
+    assert_eq!(a.vmas().len(), 1, "merged back");
+    a.copy_to_user(target, &[1]).unwrap();
+    assert_eq!(a.mprotect(r.end(), 4096, Prot::READ), Err(RangeError::NotMapped));
+}
+
+fn bad_accesses_are_errors() {
+    let a = AddressSpace::new().unwrap();
+    let err = a.copy_from_user(0x1234_5000, &mut [0u8; 4]).unwrap_err();
+    assert_eq!(err.reason, AccessFailure::NoVma);
+    let err = a.copy_to_user(0x7fff_ffff_fff0, &[0u8; 32]).unwrap_err();
+    assert_eq!(err.reason, AccessFailure::NoVma, "running off the user half is an error, not a crash");
+    let r = a.mmap(None, 4096, Prot::READ, false).unwrap();
+    assert_eq!(a.handle_fault(r.start(), Access::Exec).unwrap_err().reason, AccessFailure::Protection);
+}
+
+fn mmap_placement_and_errors() {
+    let a = AddressSpace::new().unwrap();
+    assert_eq!(a.mmap(None, 0, Prot::READ, false), Err(MmapError::ZeroLength));
+    let r1 = a.mmap(Some(0x5000_0000), 4096, Prot::READ, true).unwrap();
+    assert_eq!(r1.start(), 0x5000_0000);
+    assert_eq!(a.mmap(Some(0x5000_0000), 4096, Prot::READ, true), Err(MmapError::Overlap));
+    let r2 = a.mmap(Some(0x5000_0000), 4096, Prot::READ, false).unwrap();
+    assert_ne!(r2.start(), 0x5000_0000, "a taken hint is moved");
+    let r3 = a.mmap(None, 10 * MB + 1, Prot::READ, false).unwrap();
+    assert_eq!(r3.pages(), 10 * 256 + 1, "length rounded up to pages");
+    assert!(matches!(a.mmap(Some(0x1001), 4096, Prot::READ, true), Err(MmapError::BadRange(_))));
+    let _: AspaceError = MmapError::Overlap.into();
+}
+
+fn teardown_leaks_nothing() {
+    let before = frames::stats();
+    {
+        let a = AddressSpace::new().unwrap();
+        let b = AddressSpace::new().unwrap();
+        for (i, s) in [&a, &b].into_iter().enumerate() {
+            let r = s.mmap(None, 300 * 4096, Prot::READ | Prot::WRITE, false).unwrap();
+            s.copy_to_user(r.start(), &vec![i as u8; 300 * 4096]).unwrap();
+            let far = s.mmap(Some(0x7000_0000_0000), 4096, Prot::READ | Prot::WRITE, true).unwrap();
+            s.copy_to_user(far.start(), &[1]).unwrap();
+        }
+        let child = a.fork().unwrap();
+        child.copy_to_user(0x1000_0000, &[9; 4096]).unwrap();
+        a.swap_out(hmm::VaRange::pages_from(0x1000_0000, 100).unwrap());
+        assert!(frames::stats().free < before.free);
+    }
+    assert_eq!(frames::stats(), before, "every frame and page-table page came back");
+    assert_eq!(kernel::aspace::swap::SWAP.stats().slots_in_use, 0, "and every swap slot");
+}
+
+fn several_address_spaces_are_independent() {
+    let a = AddressSpace::new().unwrap();
+    let b = AddressSpace::new().unwrap();
+    let ra = a.mmap(Some(0x6000_0000), 4096, Prot::READ | Prot::WRITE, true).unwrap();
+    let rb = b.mmap(Some(0x6000_0000), 4096, Prot::READ | Prot::WRITE, true).unwrap();
+    a.copy_to_user(ra.start(), b"AAAA").unwrap();
+    b.copy_to_user(rb.start(), b"BBBB").unwrap();
+    let (mut x, mut y) = ([0u8; 4], [0u8; 4]);
+    a.copy_from_user(ra.start(), &mut x).unwrap();
+    b.copy_from_user(rb.start(), &mut y).unwrap();
+    assert_eq!((&x, &y), (b"AAAA", b"BBBB"));
+    assert_ne!(a.walk(ra.start()).unwrap().frame, b.walk(rb.start()).unwrap().frame);
+}
