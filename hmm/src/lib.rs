@@ -1,9 +1,48 @@
-//! HMM for hmmos: see the module docs.
+//! HMM — heterogeneous memory management — for hmmos.
+//!
+//! A device that works on process virtual addresses *mirrors* the process's
+//! address space: it sees the same pages at the same addresses, with
+//! permissions never above the CPU's, and loses them the moment the CPU
+//! side changes. This crate holds the rules, with no hardware in it:
+//!
+//! * [`pt`]: the per-mirror page table (a 4-level radix tree whose entry
+//!   layout is a parameter, so an IOMMU can walk it directly);
+//! * [`mirror`]: devices, mirrors, and the driver's `update` callback with
+//!   the event → action table;
+//! * [`mm`]: per-address-space state — invalidation with the sequence-count
+//!   retry protocol, device faults with prefault, exclusive access;
+//! * [`cpu`]: the address-space trait the kernel implements;
+//! * [`event`]: events and their masks (`new = old & mask`).
+//!
+//! ```text
+//!   CPU side (kernel)                HMM                       device
+//!   ─────────────────                ───                       ──────
+//!   munmap/mprotect/fork/...  ─► Mm::invalidate_start ─► Mirror table ∧= mask
+//!                                                       ─► driver.update: IOTLB flush
+//!                             ◄─ dirty pages reported
+//!   change PTEs, flush TLB    ─► Mm::invalidate_end
+//!   free old frames
+//!
+//!   device touches a page ─► IOMMU fault ─► Mm::fault ─► space.fault_in (CPU semantics)
+//!                                                    ─► populate mirror (retry on race)
+//!                                          ◄── replay the transfer
+//! ```
 #![no_std]
 
 extern crate alloc;
 
+pub mod cpu;
+pub mod event;
+pub mod mirror;
+pub mod mm;
 pub mod pt;
 pub mod range;
 
+pub use cpu::{CpuFaultError, CpuPage, MirroredSpace};
+pub use event::{Event, PteMask};
+pub use mirror::{Device, DeviceDriver, DeviceId, Mirror, MirrorId, Update};
+pub use mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, StatsSnapshot};
 pub use range::{BadRange, VaRange, PAGE, USER_END};
+
+#[cfg(test)]
+mod model;

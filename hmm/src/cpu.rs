@@ -1,0 +1,54 @@
+//! What HMM needs from the CPU side: the address-space trait the kernel
+//! implements.
+
+use crate::VaRange;
+use core::fmt;
+use x86_64::PhysAddr;
+
+/// A resident CPU page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuPage {
+    pub frame: PhysAddr,
+    pub writable: bool,
+}
+
+/// Why the CPU side refused to make a page accessible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuFaultError {
+    /// No mapping at the address.
+    NoVma,
+    /// The mapping does not allow the access (e.g. a write to read-only memory).
+    Protection,
+    OutOfMemory,
+}
+
+impl fmt::Display for CpuFaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoVma => "no mapping",
+            Self::Protection => "not permitted by the mapping",
+            Self::OutOfMemory => "out of memory",
+        })
+    }
+}
+
+/// The mirrored address space (implemented by the kernel).
+///
+/// Calls come from device-fault context with no HMM lock held; the
+/// implementation takes its own lock and may send invalidations to HMM
+/// from inside (a write fault breaking COW does) — the retry protocol
+/// exists for exactly that.
+pub trait MirroredSpace: Send + Sync {
+    /// The page at `va` if resident (no fault taken).
+    fn walk(&self, va: u64) -> Option<CpuPage>;
+    /// Make `va` resident with CPU semantics: `write` breaks COW first, a
+    /// swapped page comes back, and the result grants write only if the
+    /// CPU mapping does.
+    fn fault_in(&self, va: u64, write: bool) -> Result<CpuPage, CpuFaultError>;
+    /// A device wrote the page: mark it dirty on the CPU side.
+    fn set_dirty(&self, va: u64);
+    /// The mapping (VMA) around `va`, for prefault.
+    fn extent(&self, va: u64) -> Option<VaRange>;
+    /// Remove CPU write access from `range` (a device takes exclusive access).
+    fn protect_for_exclusive(&self, range: VaRange);
+}
