@@ -209,7 +209,10 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             let mut new = 0;
             for entry in &entries[index(va, 1)..] {
                 let Some(leaf) = leaves.next() else { break };
-                let old = entry.swap(L::encode_leaf(leaf), Ordering::AcqRel);
+                // One writer (the caller holds the mirror lock): a plain
+                // load + release store, no locked exchange.
+                let old = entry.load(Ordering::Relaxed);
+                entry.store(L::encode_leaf(leaf), Ordering::Release);
                 new += L::decode_leaf(old).is_none() as usize;
                 written += 1;
                 va += PAGE;
