@@ -139,7 +139,7 @@ struct Recorder {
 }
 
 impl Listener for Recorder {
-    fn invalidate_start(&self, _: AspaceId, c: &Change) {
+    fn invalidate_start(&self, _: AspaceId, c: &Change, _: &mut Vec<u64>) {
         self.log.lock().push((true, *c));
     }
     fn invalidate_end(&self, _: AspaceId, c: &Change) {

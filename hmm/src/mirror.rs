@@ -147,6 +147,14 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
         (t.leaves(), t.nodes())
     }
 
+    /// Map a kernel-owned page for the device at `iova`, above the user
+    /// half (`USER_END..2^48`): e.g. a bounce buffer. Invalidations cover
+    /// user ranges only, so they never touch it; it goes with the table.
+    pub fn map_private(&self, iova: u64, frame: x86_64::PhysAddr, write: bool) -> Result<(), crate::pt::OutOfTableMemory> {
+        assert!(iova >= crate::USER_END && iova < crate::pt::VA_END && iova % 4096 == 0, "private device pages live above the user half");
+        self.table.lock().set_iova(iova, Leaf { addr: frame, write, dirty: false, exclusive: false }).map(|_| ())
+    }
+
     /// `hmm_pte_set_dirty`: the device wrote page `va`.
     pub fn set_dirty(&self, va: u64) -> bool {
         self.range_dirty(VaRange::page_of(va).expect("user page")) > 0

@@ -24,6 +24,7 @@ pub mod aspace;
 pub mod cmdline;
 pub mod console;
 pub mod cycles;
+pub mod hmmdev;
 pub mod irq;
 pub mod mm;
 pub mod platform;

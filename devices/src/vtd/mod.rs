@@ -293,26 +293,33 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
         self.wait("IOTLB invalidation", || self.regs.read64(off + 8) & IOTLB_IVT == 0)
     }
 
-    /// Invalidate what `token` names in domain `id`, then free the table
-    /// nodes it retired into `table`.
-    pub fn flush_table<L: hmm::pt::EntryLayout, T: TableMemory>(&mut self, id: DomainId, table: &mut PageTable<L, T>, token: IotlbFlush) -> Result<FlushReport, IommuError> {
+    /// Invalidate the IOTLB for `ranges` of domain `id`: page-selective
+    /// commands with address masks, or one domain-wide command beyond
+    /// [`DOMAIN_THRESHOLD`]. (HMM mirrors use this from their driver's
+    /// update callback; HMM frees its table nodes after it returns.)
+    pub fn invalidate_ranges(&mut self, id: DomainId, ranges: &[(u64, u64)]) -> Result<FlushReport, IommuError> {
         let mut report = FlushReport::default();
-        if !(token.only_new && !self.cap.caching_mode()) {
-            for cmd in plan(&token.ranges, self.cap.mamv(), self.cap.psi(), DOMAIN_THRESHOLD) {
-                match cmd {
-                    IotlbCommand::Page { addr, am } => {
-                        self.iotlb_invalidate(3, id.0, addr, am)?;
-                        self.stats.page_invalidations += 1;
-                        report.page_commands += 1;
-                    }
-                    IotlbCommand::Domain => {
-                        self.iotlb_invalidate(2, id.0, 0, 0)?;
-                        self.stats.domain_invalidations += 1;
-                        report.domain_wide = true;
-                    }
+        for cmd in plan(ranges, self.cap.mamv(), self.cap.psi(), DOMAIN_THRESHOLD) {
+            match cmd {
+                IotlbCommand::Page { addr, am } => {
+                    self.iotlb_invalidate(3, id.0, addr, am)?;
+                    self.stats.page_invalidations += 1;
+                    report.page_commands += 1;
+                }
+                IotlbCommand::Domain => {
+                    self.iotlb_invalidate(2, id.0, 0, 0)?;
+                    self.stats.domain_invalidations += 1;
+                    report.domain_wide = true;
                 }
             }
         }
+        Ok(report)
+    }
+
+    /// Invalidate what `token` names in domain `id`, then free the table
+    /// nodes it retired into `table`.
+    pub fn flush_table<L: hmm::pt::EntryLayout, T: TableMemory>(&mut self, id: DomainId, table: &mut PageTable<L, T>, token: IotlbFlush) -> Result<FlushReport, IommuError> {
+        let report = if token.only_new && !self.cap.caching_mode() { FlushReport::default() } else { self.invalidate_ranges(id, &token.ranges)? };
         table.release(token.retired);
         Ok(report)
     }

@@ -183,7 +183,12 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
 
     /// Map page `va` to `leaf`; returns the previous leaf.
     pub fn set(&mut self, va: VirtAddr, leaf: Leaf) -> Result<Option<Leaf>, OutOfTableMemory> {
-        let va = va.as_u64();
+        self.set_iova(va.as_u64(), leaf)
+    }
+
+    /// [`PageTable::set`] for any device address below 2^48 (device
+    /// addresses need not be canonical CPU addresses).
+    pub fn set_iova(&mut self, va: u64, leaf: Leaf) -> Result<Option<Leaf>, OutOfTableMemory> {
         check_va(va);
         let node = self.leaf_node(va)?;
         let old = self.node(node)[index(va, 1)].swap(L::encode_leaf(leaf), Ordering::AcqRel);

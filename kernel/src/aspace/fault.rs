@@ -129,6 +129,14 @@ impl Inner {
         }
         let va = addr & !0xfff;
         let write = access == Access::Write;
+        if write {
+            if let Some(i) = self.exclusive.iter().position(|r| r.contains(va)) {
+                // A device holds this page exclusively: the CPU's write
+                // revokes that first (the device's entries go away).
+                let r = self.exclusive.swap_remove(i);
+                self.change(id, Change { range: r, kind: ChangeKind::Revoke }, |_, _, _| {});
+            }
+        }
         let e = self.tables().entry(va, true).map_err(|_| err(AccessFailure::OutOfMemory))?.expect("created");
         match Pte::decode(e) {
             Pte::None => {

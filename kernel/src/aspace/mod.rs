@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     listeners: Listeners,
     /// Resident pages whose swap slot still holds their (clean) contents.
     swap_cache: BTreeMap<u64, u64>,
+    /// Ranges a device holds exclusively (CPU write access removed).
+    exclusive: Vec<VaRange>,
     clock_hand: u64,
     stats: AspaceStats,
 }
@@ -221,7 +223,8 @@ impl Inner {
     /// change (which returns a TLB token and what it released), TLB flush,
     /// end, then release.
     fn change<R>(&mut self, id: AspaceId, change: Change, f: impl FnOnce(&mut Inner, &mut TlbFlush, &mut Vec<Released>) -> R) -> R {
-        self.listeners.start(id, &change);
+        let dirty = self.listeners.start(id, &change);
+        self.mark_dirty(&dirty);
         self.stats.notifications += 1;
         let mut tlb = TlbFlush::new();
         let mut released = Vec::new();
@@ -259,7 +262,7 @@ impl AddressSpace {
         let tables = UserTables::new()?;
         Ok(Arc::new(AddressSpace {
             id: AspaceId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            inner: Mutex::new(Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), clock_hand: 0, stats: AspaceStats::default() }),
+            inner: Mutex::new(Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), exclusive: Vec::new(), clock_hand: 0, stats: AspaceStats::default() }),
         }))
     }
 
@@ -386,6 +389,22 @@ impl AddressSpace {
 }
 
 impl Inner {
+    /// Set the dirty bit of resident pages a device wrote; their swap-cache
+    /// copies are stale from now on.
+    pub(crate) fn mark_dirty(&mut self, pages: &[u64]) {
+        for &va in pages {
+            let va = va & !0xfff;
+            if let Ok(Some(e)) = self.tables().entry(va, false) {
+                if let Pte::Present { frame, flags } = Pte::decode(e) {
+                    pte::set_present(e, frame, flags | F::DIRTY);
+                }
+            }
+            if let Some(slot) = self.swap_cache.remove(&va) {
+                swap::SWAP.release(slot);
+            }
+        }
+    }
+
     /// Clear every entry in `r`, collecting what they held.
     fn clear_entries(&mut self, r: VaRange, tlb: &mut TlbFlush, released: &mut Vec<Released>) {
         let mut cache_hits = Vec::new();
@@ -416,7 +435,7 @@ impl Drop for AddressSpace {
         let inner = self.inner.get_mut();
         let all = VaRange::new(0, hmm::USER_END).expect("the user range");
         let change = Change { range: all, kind: ChangeKind::Exit };
-        inner.listeners.start(id, &change);
+        let _ = inner.listeners.start(id, &change); // dirty reports are moot: everything goes
         let tables = inner.tables.take().expect("live");
         let active = Cr3::read().0 == tables.pml4();
         assert!(!active, "an address space is dropped while loaded in CR3");

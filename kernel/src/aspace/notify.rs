@@ -46,6 +46,8 @@ pub enum ChangeKind {
     DirtyClear,
     /// A device took exclusive access: CPU write access removed.
     Exclusive,
+    /// A CPU write revokes a device's exclusive access to the page.
+    Revoke,
     /// The address space is being destroyed.
     Exit,
 }
@@ -69,7 +71,10 @@ pub struct AspaceId(pub u32);
 
 /// Something that mirrors translations and must hear about changes.
 pub trait Listener: Send + Sync {
-    fn invalidate_start(&self, aspace: AspaceId, change: &Change);
+    /// Before the change. Pages the listener's device wrote (and so are
+    /// dirty, though the CPU's dirty bit does not know it) are pushed to
+    /// `dirty`; the address space marks them before changing anything.
+    fn invalidate_start(&self, aspace: AspaceId, change: &Change, dirty: &mut Vec<u64>);
     fn invalidate_end(&self, aspace: AspaceId, change: &Change);
 }
 
@@ -98,10 +103,13 @@ impl Listeners {
         self.list.len() != before
     }
 
-    pub fn start(&self, aspace: AspaceId, change: &Change) {
+    /// Returns the pages listeners reported dirty.
+    pub fn start(&self, aspace: AspaceId, change: &Change) -> Vec<u64> {
+        let mut dirty = Vec::new();
         for (_, l) in &self.list {
-            l.invalidate_start(aspace, change);
+            l.invalidate_start(aspace, change, &mut dirty);
         }
+        dirty
     }
 
     pub fn end(&self, aspace: AspaceId, change: &Change) {

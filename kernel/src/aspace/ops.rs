@@ -193,6 +193,7 @@ impl AddressSpace {
     /// exclusivity via the listeners first.
     pub fn write_protect_for_exclusive(&self, range: VaRange) {
         let mut inner = self.lock();
+        inner.exclusive.push(range);
         inner.change(self.id, Change { range, kind: ChangeKind::Exclusive }, |inner, tlb, _| {
             inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
                 if let Pte::Present { frame, flags } = Pte::decode(e) {

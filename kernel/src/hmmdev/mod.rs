@@ -1,0 +1,188 @@
+//! HMM end to end: each edu accelerator is an HMM device whose VT-d
+//! domain is its mirror of a process (IOVA == process virtual address).
+//!
+//! ```text
+//!  process (aspace) ──notifier──► ProcessHmm (hmm::Mm) ──► Mirror table ──is──► VT-d domain
+//!        ▲                                   │                                     ▲
+//!        │ fault_in (CPU semantics)          │ update(): IOTLB invalidate          │ walks
+//!        └──────────── hmm::Mm::fault ◄── IOMMU fault record ◄── edu DMA ───────────┘
+//! ```
+//!
+//! * [`space`]: the kernel address space as HMM's `MirroredSpace`, and the
+//!   notifier hook (kernel change → HMM event table);
+//! * [`driver`]: the device driver's `update` — IOTLB invalidation;
+//! * [`jobs`]: read / write / copy jobs on process addresses, with device
+//!   faults resolved and transfers replayed.
+//!
+//! Lock order: accelerator → address space → HMM mirrors → mirror table →
+//! IOMMU. (A job holds its accelerator; a device fault enters the address
+//! space, whose notifier enters HMM, whose driver update takes the IOMMU.)
+
+pub mod driver;
+pub mod jobs;
+pub mod space;
+
+pub use driver::EduMirrorDriver;
+pub use space::{KernelMirror, KernelMm, ProcessHmm};
+
+use crate::mm::frames::{self, Frame};
+use crate::platform::{self, DmaError, KernelTableMemory};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use devices::edu::DmaRequestError;
+use devices::vtd::DomainId;
+use hmm::DeviceFaultKind;
+use spin::{Mutex, Once};
+
+/// Why a job failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobError {
+    /// The accelerator mirrors no process.
+    NotBound,
+    Platform(&'static str),
+    Request(DmaRequestError),
+    Dma(DmaError),
+    /// A device fault HMM could not resolve.
+    Fault { addr: u64, write: bool, kind: DeviceFaultKind },
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotBound => f.write_str("the accelerator is not bound to a process"),
+            Self::Platform(e) => write!(f, "devices unavailable: {e}"),
+            Self::Request(e) => write!(f, "{e}"),
+            Self::Dma(e) => write!(f, "{e}"),
+            Self::Fault { addr, write, kind } => {
+                let access = if *write { "write" } else { "read" };
+                let why = match kind {
+                    DeviceFaultKind::Cpu(hmm::CpuFaultError::NoVma) => "no mapping there",
+                    DeviceFaultKind::Cpu(hmm::CpuFaultError::Protection) => "not permitted by the mapping's protection",
+                    DeviceFaultKind::Cpu(hmm::CpuFaultError::OutOfMemory) => "out of memory",
+                    DeviceFaultKind::Released => "the process's mirror is gone",
+                    DeviceFaultKind::TooManyRetries => "invalidations kept racing the fault",
+                    DeviceFaultKind::NoTableMemory => "no memory for the mirror table",
+                };
+                write!(f, "device {access} at {addr:#x} failed: {why}")
+            }
+        }
+    }
+}
+
+/// Why binding failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindError {
+    Platform(&'static str),
+    NoTableMemory,
+    Iommu(devices::vtd::IommuError),
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Platform(e) => write!(f, "devices unavailable: {e}"),
+            Self::NoTableMemory => f.write_str("no memory for the mirror table"),
+            Self::Iommu(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Counters of one accelerator (for the console, the demo, the benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobStats {
+    pub jobs: u64,
+    pub transfers: u64,
+    pub faults_resolved: u64,
+    pub faults_failed: u64,
+    pub replays: u64,
+    pub pages_populated: u64,
+    /// Cycles spent from a fault record to the replay (fault resolution).
+    pub fault_cycles: u64,
+}
+
+/// The process an accelerator mirrors.
+pub struct Binding {
+    pub mm: Arc<KernelMm>,
+    pub mirror: Arc<KernelMirror>,
+    pub domain: DomainId,
+}
+
+/// One edu as an HMM device.
+pub struct HmmAccel {
+    index: usize,
+    device: Arc<hmm::Device>,
+    driver: Arc<EduMirrorDriver>,
+    binding: Option<Binding>,
+    bounce: Frame,
+    pub stats: JobStats,
+}
+
+static ACCELS: Once<Result<Vec<Mutex<HmmAccel>>, &'static str>> = Once::new();
+
+/// The accelerators (bringing the platform up on first use).
+pub fn accels() -> Result<&'static [Mutex<HmmAccel>], &'static str> {
+    ACCELS
+        .call_once(|| {
+            let p = platform::init()?;
+            (0..p.accels.len())
+                .map(|index| {
+                    let driver = Arc::new(EduMirrorDriver::new());
+                    let device = hmm::Device::register(driver.clone());
+                    let bounce = frames::alloc_zeroed().map_err(|_| "out of frames for a bounce page")?;
+                    Ok(Mutex::new(HmmAccel { index, device, driver, binding: None, bounce, stats: JobStats::default() }))
+                })
+                .collect()
+        })
+        .as_ref()
+        .map(|v| v.as_slice())
+        .map_err(|e| *e)
+}
+
+impl HmmAccel {
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn driver(&self) -> &EduMirrorDriver {
+        &self.driver
+    }
+
+    pub fn binding(&self) -> Option<&Binding> {
+        self.binding.as_ref()
+    }
+
+    /// Mirror `process` on this device: a new mirror (its table becomes
+    /// the device's VT-d domain) replaces any previous binding.
+    pub fn bind(&mut self, process: &ProcessHmm) -> Result<(), BindError> {
+        self.unbind();
+        let p = platform::init().map_err(BindError::Platform)?;
+        let mirror = process.mm.mirror(&self.device, KernelTableMemory).map_err(|_| BindError::NoTableMemory)?;
+        mirror.map_private(jobs::BOUNCE_IOVA, self.bounce.start_address(), true).map_err(|_| BindError::NoTableMemory)?;
+        let mut iommu = p.iommu.lock();
+        let domain = iommu.alloc_domain_id().map_err(BindError::Iommu)?;
+        self.driver.set_domain(Some(domain));
+        let bdf = p.accels[self.index].lock().bdf();
+        if let Err(e) = iommu.attach(bdf, domain, mirror.root()) {
+            iommu.free_domain_id(domain);
+            self.driver.set_domain(None);
+            return Err(BindError::Iommu(e));
+        }
+        self.binding = Some(Binding { mm: process.mm.clone(), mirror, domain });
+        Ok(())
+    }
+
+    /// Stop mirroring: the device loses its context entry (all its DMA
+    /// faults), then the mirror is released.
+    pub fn unbind(&mut self) {
+        let Some(b) = self.binding.take() else { return };
+        if let Ok(p) = platform::init() {
+            let bdf = p.accels[self.index].lock().bdf();
+            let mut iommu = p.iommu.lock();
+            let _ = iommu.detach(bdf);
+            iommu.free_domain_id(b.domain);
+        }
+        self.driver.set_domain(None);
+        b.mm.unmirror(&b.mirror);
+    }
+}
