@@ -85,7 +85,12 @@ fn device_writes_cpu_reads_and_pages_are_dirty() {
     bind(0, &p);
     let r = p.aspace.mmap(None, 2 * 4096, rw(), false).unwrap();
     let data = pattern(2, 6000);
+    // Read first: the IOTLB then caches read-only translations, and QEMU
+    // drops a write through them without a fault record — the job engine
+    // must still notice and fault the pages in for write.
+    assert_eq!(accels().unwrap()[0].lock().read(r.start(), 16).unwrap(), [0u8; 16]);
     accels().unwrap()[0].lock().write(r.start() + 10, &data).unwrap();
+    assert!(accels().unwrap()[0].lock().stats.silent_faults > 0, "the silent drop was noticed");
     assert_eq!(cpu_read(&p, r.start() + 10, 6000), data);
     // Dirty: the CPU's dirty state knows both pages were written (the
     // device's dirty marks are reported when HMM drops write access).

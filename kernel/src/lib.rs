@@ -20,10 +20,12 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod arch;
+pub mod bench;
 pub mod aspace;
 pub mod cmdline;
 pub mod console;
 pub mod cycles;
+pub mod demo;
 pub mod hmmdev;
 pub mod irq;
 pub mod mm;
@@ -31,6 +33,7 @@ pub mod platform;
 pub mod qemu;
 pub mod shell;
 pub mod testing;
+pub mod world;
 
 pub use pvh::BootInfo;
 

@@ -288,6 +288,12 @@ impl AddressSpace {
         self.lock().tables().table_frames
     }
 
+    /// The page-table entries a CPU walk of `addr` meets: (level 4..1,
+    /// index, raw entry).
+    pub fn walk_levels(&self, addr: u64) -> Vec<(u8, usize, u64)> {
+        self.lock().tables().levels(addr)
+    }
+
     /// The areas, in order.
     pub fn vmas(&self) -> Vec<Vma> {
         self.lock().vmas.iter().collect()

@@ -106,6 +106,25 @@ impl UserTables {
         Ok(Some(&mut table(t)[((va >> 12) & 511) as usize]))
     }
 
+    /// The entries a walk of `va` meets, from the PML4 down: (level, index,
+    /// raw entry). Stops after the first unused entry.
+    pub fn levels(&mut self, va: u64) -> alloc::vec::Vec<(u8, usize, u64)> {
+        let mut out = alloc::vec::Vec::new();
+        let mut t = self.pml4;
+        for level in (1..=4u8).rev() {
+            let i = ((va >> (12 + 9 * (level as u64 - 1))) & 511) as usize;
+            let e = &table(t)[i];
+            // The raw bits: flags and address together.
+            let raw = e.addr().as_u64() | e.flags().bits();
+            out.push((level, i, raw));
+            if e.is_unused() || level == 1 || !e.flags().contains(F::PRESENT) {
+                break;
+            }
+            t = PhysFrame::containing_address(e.addr());
+        }
+        out
+    }
+
     /// Visit every used leaf entry in `[start, end)`, skipping absent tables.
     pub fn for_each(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
         walk(self.pml4, 4, 0, start, end, f);

@@ -14,6 +14,13 @@
 //! resolve fails the job with the address and the access; the device and
 //! the kernel carry on.
 //!
+//! The fault records are not a complete channel: a device *write* through
+//! a translation the IOTLB holds as read-only is dropped by QEMU without a
+//! fault record (the cached permission check never reaches the page walk
+//! that records faults). So before each transfer the engine notes whether
+//! the mirror entry permits it; a transfer it could not have permitted is
+//! treated as faulted even without a record (counted as `silent_faults`).
+//!
 //! The bounce page is kernel memory mapped in the device's table *above*
 //! the user half (IOVA [`BOUNCE_IOVA`]): the device reaches it, no process
 //! address does, and no invalidation of user ranges touches it.
@@ -55,9 +62,18 @@ impl HmmAccel {
         let p = crate::platform::init().map_err(JobError::Platform)?;
         let binding = self.binding.as_ref().ok_or(JobError::NotBound)?;
         let req = DmaRequest::new(dir, devices::vtd::Iova::new(iova), 0, count as u16).map_err(JobError::Request)?;
+        let write = dir == Direction::ToRam;
         for _ in 0..=MAX_REPLAYS {
+            let permitted = iova >= hmm::USER_END || binding.mirror.get(iova).is_some_and(|l| l.write || !write);
             self.stats.transfers += 1;
-            let result = p.accels[self.index].lock().dma(&p.iommu, &req);
+            let mut result = p.accels[self.index].lock().dma(&p.iommu, &req);
+            if result.is_ok() && !permitted {
+                // Completed without a record, but the entry did not allow it.
+                self.stats.silent_faults += 1;
+                let access = if write { Access::Write } else { Access::Read };
+                let source = p.accels[self.index].lock().bdf();
+                result = Err(crate::platform::DmaError::Fault(devices::vtd::FaultRecord { addr: iova & !0xfff, access, reason: 0, source }));
+            }
             match result {
                 Ok(()) => {
                     if dir == Direction::ToRam && iova < hmm::USER_END {
@@ -68,6 +84,7 @@ impl HmmAccel {
                 Err(crate::platform::DmaError::Fault(rec)) => {
                     let t0 = cycles::now();
                     let write = rec.access == Access::Write;
+                    let _ = dir;
                     if rec.addr >= hmm::USER_END {
                         // Beyond every process address: nothing to fault in.
                         return Err(JobError::Fault { addr: rec.addr, write, kind: DeviceFaultKind::Cpu(hmm::CpuFaultError::NoVma) });

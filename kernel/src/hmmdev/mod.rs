@@ -95,6 +95,9 @@ pub struct JobStats {
     pub transfers: u64,
     pub faults_resolved: u64,
     pub faults_failed: u64,
+    /// Transfers the mirror entry could not have permitted that completed
+    /// without a fault record (see `jobs`), treated as faults.
+    pub silent_faults: u64,
     pub replays: u64,
     pub pages_populated: u64,
     /// Cycles spent from a fault record to the replay (fault resolution).

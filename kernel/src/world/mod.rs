@@ -1,0 +1,92 @@
+//! The console's world: processes (address spaces with HMM attached) and
+//! the accelerators, and the `hmm> ` command table.
+//!
+//! Commands are split by what they touch: [`mem`] (processes and their
+//! memory, as the CPU sees it), [`dev`] (accelerators: binding, jobs,
+//! exclusive access), [`view`] (page-table walks, mirror snapshots,
+//! statistics).
+
+mod dev;
+mod mem;
+mod view;
+
+use crate::aspace::AddressSpace;
+use crate::hmmdev::ProcessHmm;
+use crate::shell::{fail, Args, Command, Shell, ShellError};
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+
+/// A process: an address space with HMM attached.
+pub struct Process {
+    pub aspace: Arc<AddressSpace>,
+    pub hmm: ProcessHmm,
+}
+
+impl Process {
+    pub fn new() -> Result<Process, crate::mm::frames::OutOfFrames> {
+        let aspace = AddressSpace::new()?;
+        let hmm = ProcessHmm::attach(&aspace);
+        Ok(Process { aspace, hmm })
+    }
+
+    pub fn from_aspace(aspace: Arc<AddressSpace>) -> Process {
+        let hmm = ProcessHmm::attach(&aspace);
+        Process { aspace, hmm }
+    }
+}
+
+/// Everything the console works on.
+#[derive(Default)]
+pub struct World {
+    pub procs: BTreeMap<u32, Process>,
+    next_pid: u32,
+}
+
+impl World {
+    /// Add a process; returns its pid.
+    pub fn add(&mut self, p: Process) -> u32 {
+        self.next_pid += 1;
+        self.procs.insert(self.next_pid, p);
+        self.next_pid
+    }
+
+    pub(crate) fn proc(&self, pid: u64) -> Result<&Process, ShellError> {
+        self.procs.get(&(pid as u32)).ok_or_else(|| fail(alloc::format!("no process {pid} (see `ps`)")))
+    }
+}
+
+/// Parse `<pid>`.
+pub(crate) fn pid(a: &mut Args<'_>) -> Result<u64, ShellError> {
+    Ok(a.number("pid")?)
+}
+
+/// The console's commands.
+pub static COMMANDS: &[Command<World>] = &[
+    Command { name: "spawn", usage: "spawn", about: "create a process (an empty address space with HMM attached)", run: mem::spawn },
+    Command { name: "ps", usage: "ps", about: "list processes with their areas and resident pages", run: mem::ps },
+    Command { name: "kill", usage: "kill <pid>", about: "exit a process: mirrors torn down, memory freed", run: mem::kill },
+    Command { name: "mmap", usage: "mmap <pid> <len> [r|rw|rx|rwx] [at=<addr>] [fixed]", about: "map anonymous zero-filled memory", run: mem::mmap },
+    Command { name: "munmap", usage: "munmap <pid> <addr> <len>", about: "unmap a page-aligned range (areas split)", run: mem::munmap },
+    Command { name: "mprotect", usage: "mprotect <pid> <addr> <len> r|rw|rx|rwx", about: "change protection (areas split and merge)", run: mem::mprotect },
+    Command { name: "fork", usage: "fork <pid>", about: "copy-on-write child; prints its pid", run: mem::fork },
+    Command { name: "migrate", usage: "migrate <pid> <addr>", about: "move a page to another frame", run: mem::migrate },
+    Command { name: "swapout", usage: "swapout <pid> <addr> <len>", about: "swap out resident pages of a range", run: mem::swapout },
+    Command { name: "write", usage: "write <pid> <addr> <text>", about: "CPU writes text into the process", run: mem::write },
+    Command { name: "read", usage: "read <pid> <addr> <len>", about: "CPU reads and dumps process memory", run: mem::read },
+    Command { name: "fill", usage: "fill <pid> <addr> <len> <byte>", about: "CPU fills a range with a byte", run: mem::fill },
+    Command { name: "check", usage: "check <pid> <addr> <len> <byte>", about: "CPU checks a range holds a byte (error if not)", run: mem::check },
+    Command { name: "bind", usage: "bind <accel> <pid>", about: "mirror a process on an accelerator (its VT-d domain = the mirror)", run: dev::bind },
+    Command { name: "unbind", usage: "unbind <accel>", about: "stop mirroring", run: dev::unbind },
+    Command { name: "dread", usage: "dread <accel> <addr> <len>", about: "device job: read process memory (hex dump)", run: dev::dread },
+    Command { name: "dwrite", usage: "dwrite <accel> <addr> <text>", about: "device job: write text into process memory", run: dev::dwrite },
+    Command { name: "dfill", usage: "dfill <accel> <addr> <len> <byte>", about: "device job: fill process memory with a byte", run: dev::dfill },
+    Command { name: "dcopy", usage: "dcopy <accel> <dst> <src> <len>", about: "device job: copy within process memory", run: dev::dcopy },
+    Command { name: "exclusive", usage: "exclusive <accel> <addr> <len>", about: "give the device exclusive (atomic) access to a range", run: dev::exclusive },
+    Command { name: "prefault", usage: "prefault <pid> <pages>", about: "device-fault prefault window (1 = off)", run: dev::prefault },
+    Command { name: "walk", usage: "walk <pid> <addr>", about: "walk the CPU page table, each level decoded", run: view::walk },
+    Command { name: "mirror", usage: "mirror <accel> <addr> <pages>", about: "mirror snapshot: . none  r read  w write  d dirty  x exclusive", run: view::mirror },
+    Command { name: "stats", usage: "stats", about: "faults, retries, invalidations, IOTLB flushes, pages mirrored", run: view::stats },
+];
+
+/// The console shell.
+pub static SHELL: Shell<World> = Shell::new(COMMANDS);
