@@ -19,7 +19,7 @@ pub mod run;
 
 pub use build::{build_kernels, BuildError, KernelImage, Profile};
 pub use machine::{Accel, Machine};
-pub use run::{run, Outcome, RunError};
+pub use run::{run, run_script, Outcome, RunError, CONSOLE_READY};
 
 /// The value the kernel writes to `isa-debug-exit` on success.
 pub const SUCCESS_CODE: u8 = 0x10;

@@ -108,6 +108,43 @@ pub fn run(kernel: &Path, machine: &Machine, capture: bool, timeout: Option<Dura
     Ok(Outcome { status, timed_out, output, wall: start.elapsed() })
 }
 
+/// The line the kernel prints when its console is ready for input.
+pub const CONSOLE_READY: &str = "hmm> console:";
+
+/// Boot `kernel` and feed `script` to its serial console once the console
+/// is ready (QEMU hands stdin to the UART from the first instruction, and
+/// bytes that arrive before the kernel initialises the UART are lost).
+/// Serial output goes to this process's stdout as it comes.
+pub fn run_script(kernel: &Path, machine: &Machine, script: Vec<u8>, timeout: Option<Duration>) -> Result<Outcome, RunError> {
+    use std::io::{BufRead, Write};
+    let mut cmd = machine.command(kernel);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => RunError::QemuMissing,
+        _ => RunError::Io(e),
+    })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let forward = std::thread::spawn(move || {
+        let mut script = Some(script);
+        let mut out = std::io::stdout();
+        for line in std::io::BufReader::new(stdout).split(b'\n') {
+            let Ok(mut line) = line else { break };
+            line.push(b'\n');
+            let _ = out.write_all(&line);
+            let _ = out.flush();
+            if script.is_some() && String::from_utf8_lossy(&line).contains(CONSOLE_READY) {
+                let _ = stdin.write_all(&script.take().unwrap_or_default());
+                let _ = stdin.flush();
+            }
+        }
+    });
+    let (status, timed_out) = wait(&mut child, timeout).map_err(RunError::Io)?;
+    let _ = forward.join();
+    Ok(Outcome { status, timed_out, output: String::new(), wall: start.elapsed() })
+}
+
 fn wait(child: &mut Child, timeout: Option<Duration>) -> std::io::Result<(Option<i32>, bool)> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
