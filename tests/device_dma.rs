@@ -60,7 +60,7 @@ fn dma(i: usize, dir: Direction, iova: u64, count: u16) -> Result<(), DmaError> 
 
 fn fill(f: &frames::Frame, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
-    let data: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+    let data: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
     // SAFETY: the frame belongs to this test.
     unsafe { direct::write_frame(f.frame(), 0, &data) };
     data

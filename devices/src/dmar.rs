@@ -122,7 +122,7 @@ impl Dmar {
                 return Err(DmarError::BadStructure { offset: at + off });
             }
             let len = s[off + 1] as usize;
-            if len < 6 || off + len > s.len() || (len - 6) % 2 != 0 {
+            if len < 6 || off + len > s.len() || !(len - 6).is_multiple_of(2) {
                 return Err(DmarError::BadStructure { offset: at + off });
             }
             let path = s[off + 6..off + len].chunks(2).map(|p| (p[0], p[1])).collect();

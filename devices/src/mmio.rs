@@ -44,7 +44,7 @@ impl MmioRegion {
     }
 
     fn at<T>(&self, offset: usize) -> *mut T {
-        assert!(offset % core::mem::size_of::<T>() == 0 && offset + core::mem::size_of::<T>() <= self.len, "register offset {offset:#x} outside a {:#x}-byte region", self.len);
+        assert!(offset.is_multiple_of(core::mem::size_of::<T>()) && offset + core::mem::size_of::<T>() <= self.len, "register offset {offset:#x} outside a {:#x}-byte region", self.len);
         // SAFETY: in bounds, checked just above.
         unsafe { self.base.add(offset) as *mut T }
     }
@@ -77,6 +77,28 @@ impl Registers for MmioRegion {
     }
 }
 
+// Drivers take their registers by value; a shared reference works too.
+impl<R: Registers + ?Sized> Registers for &R {
+    fn read16(&self, o: usize) -> u16 {
+        (**self).read16(o)
+    }
+    fn write16(&self, o: usize, v: u16) {
+        (**self).write16(o, v)
+    }
+    fn read32(&self, o: usize) -> u32 {
+        (**self).read32(o)
+    }
+    fn write32(&self, o: usize, v: u32) {
+        (**self).write32(o, v)
+    }
+    fn read64(&self, o: usize) -> u64 {
+        (**self).read64(o)
+    }
+    fn write64(&self, o: usize, v: u64) {
+        (**self).write64(o, v)
+    }
+}
+
 /// A fake register file for host tests: plain memory plus an optional
 /// hook that models the device's reaction to writes.
 #[cfg(test)]
@@ -86,9 +108,12 @@ pub(crate) mod fake {
     use std::vec::Vec;
     extern crate std;
 
+    /// Models the device's reaction to a write: (registers, offset, value).
+    pub type WriteHook = std::boxed::Box<dyn FnMut(&mut Vec<u8>, usize, u64)>;
+
     pub struct FakeRegs {
         pub mem: RefCell<Vec<u8>>,
-        pub on_write: RefCell<Option<std::boxed::Box<dyn FnMut(&mut Vec<u8>, usize, u64)>>>,
+        pub on_write: RefCell<Option<WriteHook>>,
         pub writes: RefCell<Vec<(usize, u64)>>,
     }
 
@@ -132,27 +157,5 @@ pub(crate) mod fake {
             self.set64(off, v);
             self.written(off, v);
         }
-    }
-}
-
-// Drivers take their registers by value; a shared reference works too.
-impl<R: Registers + ?Sized> Registers for &R {
-    fn read16(&self, o: usize) -> u16 {
-        (**self).read16(o)
-    }
-    fn write16(&self, o: usize, v: u16) {
-        (**self).write16(o, v)
-    }
-    fn read32(&self, o: usize) -> u32 {
-        (**self).read32(o)
-    }
-    fn write32(&self, o: usize, v: u32) {
-        (**self).write32(o, v)
-    }
-    fn read64(&self, o: usize) -> u64 {
-        (**self).read64(o)
-    }
-    fn write64(&self, o: usize, v: u64) {
-        (**self).write64(o, v)
     }
 }

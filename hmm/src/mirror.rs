@@ -151,7 +151,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// half (`USER_END..2^48`): e.g. a bounce buffer. Invalidations cover
     /// user ranges only, so they never touch it; it goes with the table.
     pub fn map_private(&self, iova: u64, frame: x86_64::PhysAddr, write: bool) -> Result<(), crate::pt::OutOfTableMemory> {
-        assert!(iova >= crate::USER_END && iova < crate::pt::VA_END && iova % 4096 == 0, "private device pages live above the user half");
+        assert!((crate::USER_END..crate::pt::VA_END).contains(&iova) && iova.is_multiple_of(4096), "private device pages live above the user half");
         self.table.lock().set_iova(iova, Leaf { addr: frame, write, dirty: false, exclusive: false }).map(|_| ())
     }
 

@@ -35,7 +35,7 @@ impl fmt::Display for BadRange {
 impl VaRange {
     /// `[start, end)`; both page-aligned, `start <= end <= 2^47`.
     pub fn new(start: u64, end: u64) -> Result<Self, BadRange> {
-        if start % PAGE != 0 || end % PAGE != 0 || start > end || end > USER_END {
+        if !start.is_multiple_of(PAGE) || !end.is_multiple_of(PAGE) || start > end || end > USER_END {
             return Err(BadRange { start, end });
         }
         Ok(VaRange { start, end })
@@ -109,7 +109,7 @@ mod tests {
         assert!(VaRange::new(0x3000, 0x1000).is_err());
         assert!(VaRange::new(0, USER_END).is_ok());
         assert!(VaRange::new(0, USER_END + PAGE).is_err());
-        assert!(VaRange::pages_from(u64::MAX & !0xfff, 2).is_err());
+        assert!(VaRange::pages_from(!0xfff, 2).is_err());
         assert_eq!(VaRange::page_of(0x1234).unwrap(), VaRange::new(0x1000, 0x2000).unwrap());
     }
 

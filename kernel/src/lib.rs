@@ -83,7 +83,7 @@ pub fn init(start_info: u32) -> &'static BootInfo {
     log::info!(
         "frames: {} managed ({} MiB), {} free; kernel image {:#x}..{:#x}",
         stats.managed,
-        stats.managed * 4096 >> 20,
+        (stats.managed * 4096) >> 20,
         stats.free,
         image.0.as_u64(),
         image.1.as_u64()

@@ -109,7 +109,7 @@ unsafe impl<L: EntryLayout, M: TableMemory + Send> Send for PageTable<L, M> {}
 unsafe impl<L: EntryLayout, M: TableMemory + Sync> Sync for PageTable<L, M> {}
 
 fn check_va(va: u64) {
-    assert!(va < VA_END && va % PAGE == 0, "address {va:#x} is not a page in the 48-bit user range");
+    assert!(va < VA_END && va.is_multiple_of(PAGE), "address {va:#x} is not a page in the 48-bit user range");
 }
 
 impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {

@@ -324,7 +324,7 @@ impl AddressSpace {
         let len = len.checked_next_multiple_of(PAGE).ok_or(MmapError::NoSpace)?;
         let mut inner = self.lock();
         let want = match at {
-            Some(a) => Some(VaRange::new(a, a.checked_add(len).unwrap_or(u64::MAX)).map_err(MmapError::BadRange)?),
+            Some(a) => Some(VaRange::new(a, a.saturating_add(len)).map_err(MmapError::BadRange)?),
             None if fixed => return Err(MmapError::BadRange(BadRange { start: 0, end: len })),
             None => None,
         };

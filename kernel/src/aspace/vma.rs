@@ -134,20 +134,22 @@ impl Vmas {
         at >= r.end()
     }
 
+    /// Merge adjacent areas with equal protection, from the area before
+    /// `r` to the one starting at its end, in one pass.
     fn merge_around(&mut self, r: VaRange) {
-        // Merge each area in [r.start - one area, r.end] with its right neighbour.
         let from = self.by_start.range(..r.start()).next_back().map(|(s, _)| *s).unwrap_or(r.start());
         let starts: Vec<u64> = self.by_start.range(from..=r.end()).map(|(s, _)| *s).collect();
+        let mut prev: Option<Vma> = None;
         for s in starts {
-            let Some(cur) = self.by_start.get(&s).copied() else { continue };
-            while let Some(next) = self.by_start.get(&cur.range.end()).copied() {
-                if next.prot != cur.prot {
-                    break;
+            let v = self.by_start[&s];
+            match prev {
+                Some(p) if p.range.end() == v.range.start() && p.prot == v.prot => {
+                    self.by_start.remove(&s);
+                    let merged = Vma { range: VaRange::new(p.range.start(), v.range.end()).expect("adjacent"), prot: p.prot };
+                    self.by_start.insert(merged.range.start(), merged);
+                    prev = Some(merged);
                 }
-                self.by_start.remove(&next.range.start());
-                let merged = VaRange::new(cur.range.start(), next.range.end()).expect("adjacent");
-                self.by_start.insert(s, Vma { range: merged, prot: cur.prot });
-                return self.merge_around(r); // restart: the map changed
+                _ => prev = Some(v),
             }
         }
     }

@@ -75,7 +75,7 @@ fn map_range(m: &mut OffsetPageTable<'_>, early: &mut EarlyFrames, start: u64, e
     let mut a = start & !0xfff;
     while a < end {
         let v = VirtAddr::new(a + virt_off);
-        let huge = a % Size2MiB::SIZE == 0 && a + Size2MiB::SIZE <= end;
+        let huge = a.is_multiple_of(Size2MiB::SIZE) && a + Size2MiB::SIZE <= end;
         // SAFETY: the table is not loaded yet (the flush tokens are ignored
         // for that reason) and each physical range is mapped where the memory
         // map above says it goes; nothing aliases Rust-owned memory wrongly.

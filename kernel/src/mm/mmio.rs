@@ -19,7 +19,7 @@ const FLAGS: F = F::PRESENT.union(F::WRITABLE).union(F::NO_EXECUTE).union(F::NO_
 /// Map `len` bytes of device memory at `phys`, uncached; returns the
 /// virtual address of `phys` itself.
 pub fn map(phys: PhysAddr, len: u64) -> Result<VirtAddr, OutOfFrames> {
-    let huge = phys.is_aligned(Size2MiB::SIZE) && len >= Size2MiB::SIZE && len % Size2MiB::SIZE == 0;
+    let huge = phys.is_aligned(Size2MiB::SIZE) && len >= Size2MiB::SIZE && len.is_multiple_of(Size2MiB::SIZE);
     let page = if huge { Size2MiB::SIZE } else { Size4KiB::SIZE };
     let first = phys.align_down(page);
     let span = (phys.as_u64() + len - first.as_u64()).next_multiple_of(page);

@@ -86,7 +86,7 @@ pub(crate) struct Bytes(pub u64);
 impl core::fmt::Display for Bytes {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let b = self.0;
-        if b >= 1 << 30 && b % (1 << 30) == 0 {
+        if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
             write!(f, "{} GiB", b >> 30)
         } else if b >= 1 << 20 {
             write!(f, "{} MiB", b >> 20)

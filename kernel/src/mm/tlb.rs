@@ -57,7 +57,6 @@ impl TlbFlush {
                 self.add(Page::containing_address(VirtAddr::new(p)));
             }
         }
-        core::mem::forget(other);
     }
 
     /// True if nothing was recorded.

@@ -121,8 +121,8 @@ impl<C> Shell<C> {
         for c in self.commands {
             let _ = writeln!(out, "  {:<width$}  {}", c.usage, c.about);
         }
-        let _ = writeln!(out, "  {:<width$}  {}", "help", "this list");
-        let _ = writeln!(out, "  {:<width$}  {}", "exit", "leave the console");
+        let _ = writeln!(out, "  {:<width$}  this list", "help");
+        let _ = writeln!(out, "  {:<width$}  leave the console", "exit");
     }
 
     /// The interactive loop on the serial line, until `exit`.
@@ -167,11 +167,10 @@ fn read_line() -> String {
                 crate::println!();
                 return line;
             }
-            0x08 | 0x7f => {
-                if line.pop().is_some() {
+            0x08 | 0x7f
+                if line.pop().is_some() => {
                     crate::print!("\x08 \x08");
                 }
-            }
             b if b.is_ascii_graphic() || b == b' ' => {
                 line.push(b as char);
                 crate::print!("{}", b as char);
