@@ -4,8 +4,8 @@
 //! timer that bounds every wait. The timer counts the APIC bus clock, which
 //! QEMU (TCG and KVM) models at 1 GHz; with divide-by-16 one count is 16 ns.
 
-use core::ptr::{read_volatile, write_volatile};
-use x86_64::{PhysAddr, VirtAddr};
+use devices::mmio::{MmioRegion, Registers};
+use x86_64::PhysAddr;
 
 const BASE: u64 = 0xfee0_0000;
 const ID: usize = 0x20;
@@ -21,23 +21,23 @@ const LVT_MASKED: u32 = 1 << 16;
 const NS_PER_COUNT: u64 = 16;
 
 pub struct Lapic {
-    regs: VirtAddr,
+    regs: MmioRegion,
 }
 
 impl Lapic {
     pub(super) fn map() -> Result<Lapic, crate::mm::frames::OutOfFrames> {
-        Ok(Lapic { regs: crate::mm::mmio::map(PhysAddr::new(BASE), 4096)? })
+        let virt = crate::mm::mmio::map(PhysAddr::new(BASE), 4096)?;
+        // SAFETY: `virt` maps the LAPIC's 4 KiB register page, uncached,
+        // for the kernel's lifetime.
+        Ok(Lapic { regs: unsafe { MmioRegion::new(virt.as_mut_ptr(), 4096) } })
     }
 
     fn read(&self, reg: usize) -> u32 {
-        // SAFETY: `regs` maps the LAPIC's 4 KiB register page, uncached;
-        // `reg` is one of the aligned 32-bit register offsets above.
-        unsafe { read_volatile((self.regs.as_u64() as usize + reg) as *const u32) }
+        self.regs.read32(reg)
     }
 
     fn write(&self, reg: usize, value: u32) {
-        // SAFETY: as in `read`.
-        unsafe { write_volatile((self.regs.as_u64() as usize + reg) as *mut u32, value) }
+        self.regs.write32(reg, value)
     }
 
     pub(super) fn enable(&self, spurious: u8, timer: u8) {
