@@ -144,6 +144,7 @@ fn dma_moves_bytes_exactly_through_translation() {
 fn unmapped_iova_is_a_read_fault_at_that_page() {
     let dom = domain_for(0);
     let iova = 0x5_1234_5000u64;
+    let events = platform().fault_vector.count();
     match dma(0, Direction::ToDevice, iova + 0x10, 64) {
         Err(DmaError::Fault(r)) => {
             assert_eq!(r.addr, iova, "the fault names the page");
@@ -153,6 +154,8 @@ fn unmapped_iova_is_a_read_fault_at_that_page() {
         }
         other => panic!("expected a read fault, got {other:?}"),
     }
+    assert!(platform().fault_vector.count() > events, "the fault event MSI arrived");
+    assert!(!platform().iommu.lock().fault_pending(), "the record was cleared");
     teardown(dom, 0);
 }
 

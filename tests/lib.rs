@@ -3,6 +3,10 @@
 //! `boot/launcher/tests/kernels.rs`.
 #![no_std]
 
+extern crate alloc;
+
+pub mod scenarios;
+
 /// A small deterministic pseudo-random generator (xorshift64*), so stress
 /// tests are repeatable.
 pub struct Rng(u64);

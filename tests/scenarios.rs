@@ -1,37 +1,12 @@
-//! HMM end to end on the real (emulated) devices: an edu accelerator works
-//! on process virtual addresses through VT-d, under every CPU-side event.
-#![no_std]
-#![no_main]
-
-extern crate alloc;
+//! The HMM scenarios, end to end on the real (emulated) devices: an edu
+//! accelerator works on process virtual addresses through VT-d, under every
+//! CPU-side event. Each is its own test kernel (`tests/hmm_*.rs`).
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use hmm::{DeviceFaultKind, VaRange};
 use kernel::aspace::{AddressSpace, Prot};
 use kernel::hmmdev::{accels, JobError, ProcessHmm};
-use kernel::{tests, BootInfo};
-
-kernel::entry!(main);
-
-fn main(_: &'static BootInfo) -> ! {
-    kernel::testing::run(
-        "hmm_scenarios",
-        tests![
-            device_reads_cpu_written_data,
-            device_writes_cpu_reads_and_pages_are_dirty,
-            munmap_then_device_access_fails_cleanly,
-            mprotect_read_only_blocks_device_writes_not_reads,
-            fork_then_parent_write_device_sees_new_data,
-            migration_device_never_sees_the_old_frame,
-            swapped_page_comes_back_on_a_device_fault,
-            two_devices_different_permissions,
-            exclusive_access_revoked_by_cpu_write,
-            exit_tears_mirrors_down,
-            no_reach_into_kernel_or_other_processes,
-        ],
-    );
-}
 
 struct Proc {
     aspace: Arc<AddressSpace>,
@@ -62,7 +37,7 @@ fn rw() -> Prot {
     Prot::READ | Prot::WRITE
 }
 
-fn device_reads_cpu_written_data() {
+pub fn device_reads_cpu_written_data() {
     let p = process();
     bind(0, &p);
     let r = p.aspace.mmap(None, 3 * 4096, rw(), false).unwrap();
@@ -80,7 +55,7 @@ fn device_reads_cpu_written_data() {
     a.unbind();
 }
 
-fn device_writes_cpu_reads_and_pages_are_dirty() {
+pub fn device_writes_cpu_reads_and_pages_are_dirty() {
     let p = process();
     bind(0, &p);
     let r = p.aspace.mmap(None, 2 * 4096, rw(), false).unwrap();
@@ -100,7 +75,7 @@ fn device_writes_cpu_reads_and_pages_are_dirty() {
     accels().unwrap()[0].lock().unbind();
 }
 
-fn munmap_then_device_access_fails_cleanly() {
+pub fn munmap_then_device_access_fails_cleanly() {
     let p = process();
     bind(0, &p);
     let r = p.aspace.mmap(None, 4 * 4096, rw(), false).unwrap();
@@ -115,7 +90,7 @@ fn munmap_then_device_access_fails_cleanly() {
     a.unbind();
 }
 
-fn mprotect_read_only_blocks_device_writes_not_reads() {
+pub fn mprotect_read_only_blocks_device_writes_not_reads() {
     let p = process();
     bind(0, &p);
     let r = p.aspace.mmap(None, 4096, rw(), false).unwrap();
@@ -128,7 +103,7 @@ fn mprotect_read_only_blocks_device_writes_not_reads() {
     a.unbind();
 }
 
-fn fork_then_parent_write_device_sees_new_data() {
+pub fn fork_then_parent_write_device_sees_new_data() {
     let parent = process();
     bind(0, &parent);
     let r = parent.aspace.mmap(None, 4096, rw(), false).unwrap();
@@ -149,7 +124,7 @@ fn fork_then_parent_write_device_sees_new_data() {
     a.unbind();
 }
 
-fn migration_device_never_sees_the_old_frame() {
+pub fn migration_device_never_sees_the_old_frame() {
     let p = process();
     bind(0, &p);
     let r = p.aspace.mmap(None, 4096, rw(), false).unwrap();
@@ -168,7 +143,7 @@ fn migration_device_never_sees_the_old_frame() {
     a.unbind();
 }
 
-fn swapped_page_comes_back_on_a_device_fault() {
+pub fn swapped_page_comes_back_on_a_device_fault() {
     let p = process();
     bind(0, &p);
     let r = p.aspace.mmap(None, 2 * 4096, rw(), false).unwrap();
@@ -184,7 +159,7 @@ fn swapped_page_comes_back_on_a_device_fault() {
     a.unbind();
 }
 
-fn two_devices_different_permissions() {
+pub fn two_devices_different_permissions() {
     let p = process();
     bind(0, &p);
     bind(1, &p);
@@ -200,7 +175,7 @@ fn two_devices_different_permissions() {
     a1.unbind();
 }
 
-fn exclusive_access_revoked_by_cpu_write() {
+pub fn exclusive_access_revoked_by_cpu_write() {
     let p = process();
     bind(0, &p);
     bind(1, &p);
@@ -225,7 +200,7 @@ fn exclusive_access_revoked_by_cpu_write() {
     a1.unbind();
 }
 
-fn exit_tears_mirrors_down() {
+pub fn exit_tears_mirrors_down() {
     let p = process();
     bind(0, &p);
     let r = p.aspace.mmap(None, 4096, rw(), false).unwrap();
@@ -242,7 +217,7 @@ fn exit_tears_mirrors_down() {
     a.unbind();
 }
 
-fn no_reach_into_kernel_or_other_processes() {
+pub fn no_reach_into_kernel_or_other_processes() {
     let (p, other) = (process(), process());
     bind(0, &p);
     let secret = other.aspace.mmap(Some(0x3000_0000), 4096, rw(), true).unwrap();
