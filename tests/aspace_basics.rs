@@ -15,7 +15,7 @@ kernel::entry!(main);
 fn main(_: &'static BootInfo) -> ! {
     kernel::testing::run(
         "aspace_basics",
-        tests![demand_paging_zero_fills_on_first_touch, munmap_splits_an_area, mprotect_read_only_reports_writes, bad_accesses_are_errors, mmap_placement_and_errors, teardown_leaks_nothing, several_address_spaces_are_independent],
+        tests![demand_paging_zero_fills_on_first_touch, out_of_frames_is_an_error, munmap_splits_an_area, mprotect_read_only_reports_writes, bad_accesses_are_errors, mmap_placement_and_errors, teardown_leaks_nothing, several_address_spaces_are_independent],
     );
 }
 
@@ -132,4 +132,31 @@ fn several_address_spaces_are_independent() {
     b.copy_from_user(rb.start(), &mut y).unwrap();
     assert_eq!((&x, &y), (b"AAAA", b"BBBB"));
     assert_ne!(a.walk(ra.start()).unwrap().frame, b.walk(rb.start()).unwrap().frame);
+}
+
+fn out_of_frames_is_an_error() {
+    let a = AddressSpace::new().unwrap();
+    let r = a.mmap(None, 8 * 4096, Prot::READ | Prot::WRITE, false).unwrap();
+    a.copy_to_user(r.start(), &[1]).unwrap(); // page tables exist
+    let mut hoard = alloc::vec::Vec::new();
+    while let Ok(f) = frames::alloc() {
+        hoard.push(f);
+    }
+    let err = a.copy_to_user(r.start() + 4096, &[2]).unwrap_err();
+    assert_eq!(err, AccessError { addr: r.start() + 4096, access: Access::Write, reason: AccessFailure::OutOfMemory });
+    assert!(matches!(a.fork(), Err(kernel::aspace::ForkError::NoMemory)));
+    // Fork failing half-way (frames for the child's PML4 but not its
+    // tables) must give back every reference it took.
+    let first = a.walk(r.start()).unwrap().frame;
+    drop(hoard.pop());
+    drop(hoard.pop());
+    let free = frames::stats().free;
+    assert!(matches!(a.fork(), Err(kernel::aspace::ForkError::NoMemory)));
+    assert_eq!(frames::stats().free, free, "a failed fork leaks nothing");
+    assert_eq!(frames::refcount(first), 1, "and leaves no extra reference");
+    drop(hoard);
+    a.copy_to_user(r.start() + 4096, &[2]).unwrap();
+    let mut b = [0u8; 1];
+    a.copy_from_user(r.start(), &mut b).unwrap();
+    assert_eq!(b[0], 1, "nothing lost");
 }

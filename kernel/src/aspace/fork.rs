@@ -49,8 +49,24 @@ impl AddressSpace {
                     }
                 });
                 let mut c = child.lock();
-                for (va, p) in entries {
-                    let e = c.tables().entry(va, true)?.expect("created");
+                let mut entries = entries.into_iter();
+                while let Some((va, p)) = entries.next() {
+                    let e = match c.tables().entry(va, true) {
+                        Ok(e) => e.expect("created"),
+                        Err(_) => {
+                            // Out of frames for the child's tables: give back
+                            // the references taken for entries not installed.
+                            for (_, p) in core::iter::once((va, p)).chain(entries) {
+                                match p {
+                                    // SAFETY: the reference taken by `share_raw` above.
+                                    Pte::Present { frame, .. } => drop(unsafe { Frame::from_raw(frame) }),
+                                    Pte::Swapped { slot } => SWAP.release(slot),
+                                    Pte::None => {}
+                                }
+                            }
+                            return Err(ForkError::NoMemory);
+                        }
+                    };
                     match p {
                         Pte::Present { frame, flags } => pte::set_present(e, frame, flags),
                         Pte::Swapped { slot } => pte::set_swapped(e, slot),
