@@ -171,8 +171,9 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
 
     /// Apply `mask` to `range`, collect dirty pages, tell the driver.
     /// `skip_exclusive`: leave exclusive entries alone (their owner keeps
-    /// them while others are write-protected).
-    pub(crate) fn invalidate(&self, event: Event, range: VaRange, skip_exclusive: bool, dirty: &mut Vec<u64>) -> bool {
+    /// them while others are write-protected). Returns how many entries were
+    /// cleared, or `None` if nothing changed (the driver was not called).
+    pub(crate) fn invalidate(&self, event: Event, range: VaRange, skip_exclusive: bool, dirty: &mut Vec<u64>) -> Option<usize> {
         let mask = event.mask();
         let mut t = self.table.lock();
         let up = t.update(range, |va, l| {
@@ -189,12 +190,12 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
             Some(Leaf { write: l.write && mask.write, dirty: l.dirty && !loses_write, exclusive: l.exclusive && mask.write, ..l })
         });
         if up.changed == 0 && up.retired.is_empty() {
-            return false;
+            return None;
         }
         // The driver flushes the device's view; only then are nodes freed.
         self.device.driver.update(&Update { mirror: self.id, event, range, mask, replaced: up.changed > 0 });
         t.release(up.retired);
-        true
+        Some(up.cleared)
     }
 }
 

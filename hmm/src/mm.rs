@@ -186,12 +186,10 @@ where
         let mut dirty = Vec::new();
         let mirrors = self.mirrors.lock();
         for m in mirrors.iter() {
-            let before = m.table.lock().leaves();
-            if m.invalidate(event, range, keep_exclusive, &mut dirty) {
+            if let Some(cleared) = m.invalidate(event, range, keep_exclusive, &mut dirty) {
                 self.stats.driver_updates.fetch_add(1, Ordering::Relaxed);
+                self.stats.pages_invalidated.fetch_add(cleared as u64, Ordering::Relaxed);
             }
-            let after = m.table.lock().leaves();
-            self.stats.pages_invalidated.fetch_add((before - after) as u64, Ordering::Relaxed);
         }
         if event == Event::Release {
             // The address space is going away: every mirror dies with it.
