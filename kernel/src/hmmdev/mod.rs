@@ -12,7 +12,7 @@
 //!   notifier hook (kernel change → HMM event table);
 //! * [`driver`]: the device driver's `update` — IOTLB invalidation;
 //! * [`jobs`]: read / write / copy jobs on process addresses, with device
-//!   faults resolved and transfers replayed.
+//!   faults resolved and transfers replayed; [`queue`]: the per-device queue.
 //!
 //! Lock order: accelerator → address space → HMM mirrors → mirror table →
 //! IOMMU. (A job holds its accelerator; a device fault enters the address
@@ -20,9 +20,11 @@
 
 pub mod driver;
 pub mod jobs;
+pub mod queue;
 pub mod space;
 
 pub use driver::EduMirrorDriver;
+pub use queue::{Job, JobId, JobOutput};
 pub use space::{KernelMirror, KernelMm, ProcessHmm};
 
 use crate::mm::frames::{self, Frame};
@@ -118,6 +120,7 @@ pub struct HmmAccel {
     driver: Arc<EduMirrorDriver>,
     binding: Option<Binding>,
     bounce: Frame,
+    queue: queue::JobQueue,
     pub stats: JobStats,
 }
 
@@ -133,7 +136,7 @@ pub fn accels() -> Result<&'static [Mutex<HmmAccel>], &'static str> {
                     let driver = Arc::new(EduMirrorDriver::new());
                     let device = hmm::Device::register(driver.clone());
                     let bounce = frames::alloc_zeroed().map_err(|_| "out of frames for a bounce page")?;
-                    Ok(Mutex::new(HmmAccel { index, device, driver, binding: None, bounce, stats: JobStats::default() }))
+                    Ok(Mutex::new(HmmAccel { index, device, driver, binding: None, bounce, queue: queue::JobQueue::default(), stats: JobStats::default() }))
                 })
                 .collect()
         })
