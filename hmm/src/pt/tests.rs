@@ -101,6 +101,7 @@ fn out_of_memory_is_an_error() {
             (self.0.live() < 2).then(|| self.0.alloc_table()).flatten()
         }
         unsafe fn free_table(&self, t: PhysAddr) {
+            // SAFETY: forwarded: the caller's contract is the same.
             unsafe { self.0.free_table(t) }
         }
         fn table(&self, t: PhysAddr) -> core::ptr::NonNull<Node> {
