@@ -37,8 +37,8 @@ fn the_console_tour_runs_and_bad_lines_are_one_line_errors() {
         "error: device read at 0x20004000 failed: no mapping there",
         "error: unknown command `frobnicate` (try `help`)",
         "error: missing <len>; usage: mmap <pid> <len> [r|rw|rx|rwx] [at=<addr>] [fixed]",
-        "0x000020000000 rdxd.rrrrrrrrrrr",
-        "0x000020000000 rd.d.rrrrrrrrrrr",
+        "0x000020000000 rdxd!rrrrrrrrrrr",
+        "0x000020000000 rd.d!rrrrrrrrrrr",
         "IOTLB flushes",
         "error: device read at 0x20000000 failed: the process's mirror is gone",
     ] {

@@ -91,12 +91,16 @@ impl HmmAccel {
                     }
                     match binding.mm.fault(&binding.mirror, rec.addr, 1, write) {
                         Ok(out) => {
+                            self.failed_pages.remove(&rec.addr);
                             self.stats.faults_resolved += 1;
                             self.stats.pages_populated += out.pages;
                             self.stats.fault_cycles += cycles::now().wrapping_sub(t0);
                             self.stats.replays += 1;
                         }
                         Err(e) => {
+                            if self.failed_pages.len() < 4096 {
+                                self.failed_pages.insert(e.addr & !0xfff);
+                            }
                             self.stats.faults_failed += 1;
                             return Err(JobError::Fault { addr: e.addr, write, kind: e.kind });
                         }

@@ -121,6 +121,9 @@ pub struct HmmAccel {
     binding: Option<Binding>,
     bounce: Frame,
     queue: queue::JobQueue,
+    /// Pages whose last device fault could not be resolved (for the
+    /// console's mirror snapshot); bounded.
+    failed_pages: alloc::collections::BTreeSet<u64>,
     pub stats: JobStats,
 }
 
@@ -136,7 +139,7 @@ pub fn accels() -> Result<&'static [Mutex<HmmAccel>], &'static str> {
                     let driver = Arc::new(EduMirrorDriver::new());
                     let device = hmm::Device::register(driver.clone());
                     let bounce = frames::alloc_zeroed().map_err(|_| "out of frames for a bounce page")?;
-                    Ok(Mutex::new(HmmAccel { index, device, driver, binding: None, bounce, queue: queue::JobQueue::default(), stats: JobStats::default() }))
+                    Ok(Mutex::new(HmmAccel { index, device, driver, binding: None, bounce, queue: queue::JobQueue::default(), failed_pages: Default::default(), stats: JobStats::default() }))
                 })
                 .collect()
         })
@@ -156,6 +159,11 @@ impl HmmAccel {
 
     pub fn binding(&self) -> Option<&Binding> {
         self.binding.as_ref()
+    }
+
+    /// Whether the last device fault on `page` failed.
+    pub fn fault_failed(&self, page: u64) -> bool {
+        self.failed_pages.contains(&(page & !0xfff))
     }
 
     /// Mirror `process` on this device: a new mirror (its table becomes
@@ -189,6 +197,7 @@ impl HmmAccel {
             iommu.free_domain_id(b.domain);
         }
         self.driver.set_domain(None);
+        self.failed_pages.clear();
         b.mm.unmirror(&b.mirror);
     }
 }

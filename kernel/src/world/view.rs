@@ -55,6 +55,7 @@ pub fn mirror(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), Shell
     let mut line = alloc::string::String::new();
     for va in r.page_addrs() {
         line.push(match entries.iter().find(|(v, _)| *v == va) {
+            None if acc.fault_failed(va) => '!',
             None => '.',
             Some((_, l)) if l.exclusive => 'x',
             Some((_, l)) if l.dirty => 'd',
