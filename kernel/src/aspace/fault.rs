@@ -10,6 +10,11 @@ use crate::mm::frames::{self, Frame, FrameFlags};
 use core::fmt;
 use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
 
+/// Below this many free frames, a fault reclaims before allocating.
+const RECLAIM_LOW: usize = 8;
+/// Frames one reclaim pass tries to free.
+const RECLAIM_BATCH: usize = 16;
+
 /// The kind of access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -135,6 +140,18 @@ impl Inner {
                 // revokes that first (the device's entries go away).
                 let r = self.exclusive.swap_remove(i);
                 self.change(id, Change { range: r, kind: ChangeKind::Revoke }, |_, _, _| {});
+            }
+        }
+        if frames::stats().free < RECLAIM_LOW {
+            // Frames run low: reclaim by the clock policy (never this page)
+            // before taking one — the rare path, so the extra walk is fine.
+            let needs_frame = match self.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
+                None | Some(Pte::None) | Some(Pte::Swapped { .. }) => true,
+                Some(Pte::Present { flags, .. }) => write && !flags.contains(F::WRITABLE),
+            };
+            if needs_frame {
+                let freed = self.reclaim(id, RECLAIM_BATCH, Some(va));
+                log::debug!("frames low: reclaimed {freed} from address space {}", id.0);
             }
         }
         let e = self.tables().entry(va, true).map_err(|_| err(AccessFailure::OutOfMemory))?.expect("created");

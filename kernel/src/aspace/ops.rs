@@ -3,7 +3,7 @@
 
 use super::pte::{self, Pte};
 use super::swap::SWAP;
-use super::{page, AddressSpace, Change, ChangeKind, Released};
+use super::{page, AddressSpace, Change, ChangeKind, Inner, Released};
 use crate::mm::direct;
 use crate::mm::frames::{self, Frame, FrameFlags};
 use alloc::vec::Vec;
@@ -66,98 +66,12 @@ impl AddressSpace {
     /// slot (rewritten only if dirty or not cached), the frame reference is
     /// dropped. Returns how many pages left memory.
     pub fn swap_out(&self, range: VaRange) -> usize {
-        let mut inner = self.lock();
-        let mut count = 0;
-        inner.change(self.id, Change { range, kind: ChangeKind::SwapOut }, |inner, tlb, released| {
-            let mut pages = Vec::new();
-            inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
-                if let Pte::Present { frame, flags } = Pte::decode(e) {
-                    pages.push((va, frame, flags));
-                }
-            });
-            for (va, frame, flags) in pages {
-                let cached = inner.swap_cache.remove(&va);
-                let slot = match cached {
-                    Some(slot) if !flags.contains(F::DIRTY) => {
-                        inner.stats.swap_cache_hits += 1;
-                        slot
-                    }
-                    other => {
-                        if let Some(stale) = other {
-                            released.push(Released::Slot(stale));
-                        }
-                        let mut buf = alloc::boxed::Box::new([0u8; 4096]);
-                        direct::read_frame(frame, 0, &mut buf[..]);
-                        SWAP.write_new(&buf)
-                    }
-                };
-                let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
-                pte::set_swapped(e, slot);
-                tlb.add(page(va));
-                // SAFETY: the entry held one reference.
-                released.push(Released::Frame(unsafe { Frame::from_raw(frame) }));
-                inner.stats.swap_outs += 1;
-                count += 1;
-            }
-        });
-        count
+        self.lock().swap_out(self.id, range)
     }
 
-    /// Free up to `n` frames by the clock policy: sweep resident pages from
-    /// where the last sweep stopped; a page with its accessed bit set gets
-    /// a second chance (the bit is cleared), one without is swapped out.
+    /// Free up to `n` frames by the clock policy (see [`Inner::reclaim`]).
     pub fn reclaim(&self, n: usize) -> usize {
-        let mut freed = 0;
-        for _pass in 0..2 {
-            let (hand, resident) = {
-                let mut inner = self.lock();
-                let mut resident = Vec::new();
-                inner.tables().for_each(0, crate::mm::USER_END, &mut |va, e| {
-                    if let Pte::Present { flags, .. } = Pte::decode(e) {
-                        resident.push((va, flags.contains(F::ACCESSED)));
-                    }
-                });
-                (inner.clock_hand, resident)
-            };
-            let start = resident.iter().position(|(va, _)| *va >= hand).unwrap_or(0);
-            let order = resident[start..].iter().chain(&resident[..start]);
-            for &(va, accessed) in order {
-                if freed == n {
-                    return freed;
-                }
-                let r = VaRange::page_of(va).expect("user page");
-                if accessed {
-                    // Second chance: clear A (harvest flushes the TLB).
-                    let _ = self.harvest_accessed(r);
-                } else {
-                    freed += self.swap_out(r);
-                }
-                self.lock().clock_hand = va + 4096;
-            }
-        }
-        freed
-    }
-
-    /// Clear only the accessed bit of resident pages in `range`.
-    fn harvest_accessed(&self, range: VaRange) -> usize {
-        let mut inner = self.lock();
-        let mut tlb = crate::mm::tlb::TlbFlush::new();
-        let mut n = 0;
-        inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
-            if let Pte::Present { frame, flags } = Pte::decode(e) {
-                if flags.contains(F::ACCESSED) {
-                    pte::set_present(e, frame, flags & !F::ACCESSED);
-                    tlb.add(page(va));
-                    n += 1;
-                }
-            }
-        });
-        if inner.active() {
-            let _ = tlb.flush();
-        } else {
-            tlb.discard_inactive();
-        }
-        n
+        self.lock().reclaim(self.id, n, None)
     }
 
     /// Move the page at `addr` to another frame: contents copied, entry
@@ -204,5 +118,90 @@ impl AddressSpace {
                 }
             });
         });
+    }
+}
+
+impl Inner {
+    pub(super) fn swap_out(&mut self, id: super::AspaceId, range: VaRange) -> usize {
+        let mut count = 0;
+        self.change(id, Change { range, kind: ChangeKind::SwapOut }, |inner, tlb, released| {
+            let mut pages = Vec::new();
+            inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
+                if let Pte::Present { frame, flags } = Pte::decode(e) {
+                    pages.push((va, frame, flags));
+                }
+            });
+            for (va, frame, flags) in pages {
+                let cached = inner.swap_cache.remove(&va);
+                let slot = match cached {
+                    Some(slot) if !flags.contains(F::DIRTY) => {
+                        inner.stats.swap_cache_hits += 1;
+                        slot
+                    }
+                    other => {
+                        if let Some(stale) = other {
+                            released.push(Released::Slot(stale));
+                        }
+                        let mut buf = alloc::boxed::Box::new([0u8; 4096]);
+                        direct::read_frame(frame, 0, &mut buf[..]);
+                        SWAP.write_new(&buf)
+                    }
+                };
+                let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
+                pte::set_swapped(e, slot);
+                tlb.add(page(va));
+                // SAFETY: the entry held one reference.
+                released.push(Released::Frame(unsafe { Frame::from_raw(frame) }));
+                inner.stats.swap_outs += 1;
+                count += 1;
+            }
+        });
+        count
+    }
+
+    /// The clock policy: sweep resident pages from where the last sweep
+    /// stopped; a page with its accessed bit set gets a second chance (the
+    /// bit is cleared), one without is swapped out. At most two sweeps;
+    /// `keep` is never evicted (the page being faulted). Returns frames freed.
+    pub(super) fn reclaim(&mut self, id: super::AspaceId, n: usize, keep: Option<u64>) -> usize {
+        let mut freed = 0;
+        for _pass in 0..2 {
+            let mut resident = Vec::new();
+            self.tables().for_each(0, crate::mm::USER_END, &mut |va, e| {
+                if let Pte::Present { flags, .. } = Pte::decode(e) {
+                    resident.push((va, flags.contains(F::ACCESSED)));
+                }
+            });
+            let start = resident.iter().position(|(va, _)| *va >= self.clock_hand).unwrap_or(0);
+            let order: Vec<_> = resident[start..].iter().chain(&resident[..start]).copied().collect();
+            for (va, accessed) in order {
+                if freed == n {
+                    return freed;
+                }
+                if Some(va) == keep {
+                    continue;
+                }
+                if accessed {
+                    self.clear_accessed(va);
+                } else {
+                    freed += self.swap_out(id, VaRange::page_of(va).expect("user page"));
+                }
+                self.clock_hand = va + 4096;
+            }
+        }
+        freed
+    }
+
+    /// Clear the accessed bit of the resident page at `va` (second chance).
+    fn clear_accessed(&mut self, va: u64) {
+        let active = self.active();
+        if let Ok(Some(e)) = self.tables().entry(va, false) {
+            if let Pte::Present { frame, flags } = Pte::decode(e) {
+                pte::set_present(e, frame, flags & !F::ACCESSED);
+                if active {
+                    x86_64::instructions::tlb::flush(page(va).start_address());
+                }
+            }
+        }
     }
 }
