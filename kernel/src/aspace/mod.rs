@@ -17,6 +17,9 @@
 //!         swapped   ─► swap-in: frame filled from the slot (slot kept while clean)
 //!         read-only + write in a writable VMA ─► COW break: copy, or reuse if
 //!                                                 the frame's refcount is 1
+//!         (frames low? first reclaim by the clock policy — accessed pages
+//!          get a second chance, others are swapped out; never this page —
+//!          and only if that frees nothing: Err(OutOfMemory))
 //!    └─ retry the rest of the copy
 //! ```
 //!
