@@ -72,30 +72,22 @@ unsafe impl TableMemory for HeapMemory {
 
 // Forward through references and shared owners, so a table can borrow or
 // share its memory source.
-// SAFETY: delegates to an implementation that upholds the contract.
-unsafe impl<M: TableMemory + ?Sized> TableMemory for &M {
-    fn alloc_table(&self) -> Option<PhysAddr> {
-        (**self).alloc_table()
-    }
-    unsafe fn free_table(&self, t: PhysAddr) {
-        // SAFETY: forwarded.
-        unsafe { (**self).free_table(t) }
-    }
-    fn table(&self, t: PhysAddr) -> NonNull<Node> {
-        (**self).table(t)
-    }
+macro_rules! forward_table_memory {
+    ($($ptr:ty),*) => {$(
+        // SAFETY: delegates to an implementation that upholds the contract.
+        unsafe impl<M: TableMemory + ?Sized> TableMemory for $ptr {
+            fn alloc_table(&self) -> Option<PhysAddr> {
+                (**self).alloc_table()
+            }
+            unsafe fn free_table(&self, t: PhysAddr) {
+                // SAFETY: forwarded: the caller's contract is the same.
+                unsafe { (**self).free_table(t) }
+            }
+            fn table(&self, t: PhysAddr) -> NonNull<Node> {
+                (**self).table(t)
+            }
+        }
+    )*};
 }
 
-// SAFETY: as above.
-unsafe impl<M: TableMemory + ?Sized> TableMemory for alloc::sync::Arc<M> {
-    fn alloc_table(&self) -> Option<PhysAddr> {
-        (**self).alloc_table()
-    }
-    unsafe fn free_table(&self, t: PhysAddr) {
-        // SAFETY: forwarded.
-        unsafe { (**self).free_table(t) }
-    }
-    fn table(&self, t: PhysAddr) -> NonNull<Node> {
-        (**self).table(t)
-    }
-}
+forward_table_memory!(&M, alloc::sync::Arc<M>);
