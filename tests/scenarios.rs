@@ -153,6 +153,13 @@ pub fn migration_device_never_sees_the_old_frame() {
     // A CPU write now must be what the device sees (it reads the new frame).
     p.aspace.copy_to_user(r.start(), b"fresh").unwrap();
     assert_eq!(a.read(r.start(), 5).unwrap(), b"fresh");
+    // A device write, then migration: the dirtiness HMM reports during the
+    // invalidation survives into the new entry.
+    p.aspace.harvest(r); // clean
+    a.write(r.start() + 8, b"dev").unwrap();
+    p.aspace.migrate(r.start()).unwrap();
+    assert!(p.aspace.walk(r.start()).unwrap().dirty, "the device's write left the migrated page dirty");
+    assert_eq!(cpu_read(&p, r.start() + 8, 3), b"dev");
     a.unbind();
 }
 

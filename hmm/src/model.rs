@@ -125,6 +125,7 @@ impl MirroredSpace for Space {
             // COW break (or a write-protected page regaining write): the
             // device and CPU views of this page change.
             self.notify(&mut st, Self::range(p, 1), Event::Migrate, false, |st| {
+                let page = st.resident[&p]; // as the invalidation left it
                 let data = st.memory[&page.frame];
                 let frame = if page.cow { Self::new_frame(st, data) } else { page.frame };
                 st.resident.insert(p, Page { frame, writable: true, cow: false, dirty: page.dirty });
@@ -286,8 +287,11 @@ impl World {
             }
             Op::Migrate(p) => {
                 let mut st = sp.st.lock();
-                if let Some(pg) = st.resident.get(&p).copied() {
+                if st.resident.contains_key(&p) {
                     sp.notify(&mut st, Space::range(p, 1), Event::Migrate, false, |st| {
+                        // Read the page inside the change: the invalidation
+                        // may just have marked it dirty.
+                        let pg = st.resident[&p];
                         let data = st.memory[&pg.frame];
                         let frame = Space::new_frame(st, data);
                         st.resident.insert(p, Page { frame, ..pg });
@@ -302,6 +306,10 @@ impl World {
                         let data = st.memory[&pg.frame];
                         st.swapped.insert(p, data);
                     });
+                    // The page's contents (device writes included) are now in
+                    // swap; swapped back in it is clean. The data check (c)
+                    // still follows the write.
+                    self.dev_written.remove(&p);
                 }
             }
             Op::CpuWrite(p, v) => {

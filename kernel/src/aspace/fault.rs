@@ -185,10 +185,12 @@ impl Inner {
                 } else {
                     let copy = frames::alloc().map_err(|_| err(AccessFailure::OutOfMemory))?;
                     copy.set_flags(FrameFlags::USER);
-                    // SAFETY: `copy` is new and ours; `frame` is allocated (we hold a reference).
-                    unsafe { direct::copy_frame(copy.frame(), frame) };
                     let range = hmm::VaRange::page_of(va).expect("user page");
                     self.change(id, Change { range, kind: ChangeKind::CowBreak }, |inner, tlb, released| {
+                        // Copy inside the change: no device can write the
+                        // shared frame any more.
+                        // SAFETY: `copy` is new and ours; `frame` is allocated (we hold a reference).
+                        unsafe { direct::copy_frame(copy.frame(), frame) };
                         let e = inner.tables().entry(va, false).ok().flatten().expect("still mapped");
                         pte::set_present(e, copy.into_raw(), (flags & !(F::ACCESSED | F::DIRTY)) | F::WRITABLE);
                         tlb.add(page(va));

@@ -80,18 +80,22 @@ impl AddressSpace {
     pub fn migrate(&self, addr: u64) -> Result<(PhysFrame, PhysFrame), MigrateError> {
         let va = addr & !0xfff;
         let mut inner = self.lock();
-        let (old, flags) = match inner.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
-            Some(Pte::Present { frame, flags }) => (frame, flags),
+        let old = match inner.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
+            Some(Pte::Present { frame, .. }) => frame,
             _ => return Err(MigrateError::NotResident(addr)),
         };
         let new = frames::alloc().map_err(|_| MigrateError::NoMemory)?;
         new.set_flags(FrameFlags::USER);
-        // SAFETY: `new` is ours; `old` is live (the entry holds a reference).
-        unsafe { direct::copy_frame(new.frame(), old) };
         let new_frame = new.frame();
         let range = VaRange::page_of(va).expect("user page");
         inner.change(self.id, Change { range, kind: ChangeKind::Migrate }, |inner, tlb, released| {
+            // Only now — no device can write the old frame any more, and a
+            // listener may have just marked the page dirty — read the entry
+            // and copy.
             let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
+            let Pte::Present { flags, .. } = Pte::decode(e) else { unreachable!("resident") };
+            // SAFETY: `new` is ours; `old` is live (the entry holds a reference).
+            unsafe { direct::copy_frame(new.frame(), old) };
             pte::set_present(e, new.into_raw(), flags);
             tlb.add(page(va));
             // SAFETY: the entry held one reference to the old frame.
