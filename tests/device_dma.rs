@@ -40,9 +40,9 @@ fn platform() -> &'static Platform {
 /// A domain for accel `i`, attached.
 fn domain_for(i: usize) -> Domain<KernelTableMemory> {
     let p = platform();
+    let bdf = p.accels[i].lock().bdf(); // device before IOMMU: the lock order
     let mut iommu = p.iommu.lock();
     let dom = iommu.new_domain(KernelTableMemory).unwrap();
-    let bdf = p.accels[i].lock().bdf();
     iommu.attach(bdf, dom.id(), dom.root()).unwrap();
     dom
 }
@@ -114,8 +114,9 @@ fn invalid_requests_are_refused_and_qemu_keeps_running() {
 
 fn teardown(mut dom: Domain<KernelTableMemory>, i: usize) {
     let p = platform();
+    let bdf = p.accels[i].lock().bdf();
     let mut iommu = p.iommu.lock();
-    iommu.detach(p.accels[i].lock().bdf()).unwrap();
+    iommu.detach(bdf).unwrap();
     let t = dom.unmap(Iova::new(0), 1 << 35).unwrap();
     iommu.flush(&mut dom, t).unwrap();
     iommu.free_domain_id(dom.id());

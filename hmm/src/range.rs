@@ -72,8 +72,9 @@ impl VaRange {
     pub fn contains(&self, addr: u64) -> bool {
         (self.start..self.end).contains(&addr)
     }
+    /// Whether the two share a page (an empty range overlaps nothing).
     pub fn overlaps(&self, other: &VaRange) -> bool {
-        self.start < other.end && other.start < self.end
+        !self.is_empty() && !other.is_empty() && self.start < other.end && other.start < self.end
     }
     /// The common part, if any.
     pub fn intersect(&self, other: &VaRange) -> Option<VaRange> {

@@ -32,6 +32,7 @@ pub mod mm;
 pub mod platform;
 pub mod qemu;
 pub mod shell;
+pub mod sync;
 pub mod testing;
 pub mod world;
 

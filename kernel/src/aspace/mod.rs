@@ -60,7 +60,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use hmm::{BadRange, VaRange, PAGE};
 use notify::Listeners;
 use pte::{Pte, UserTables};
-use spin::Mutex;
+use crate::sync::{LockRank, RankedGuard, RankedMutex};
 use vma::Vmas;
 use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{Page, PageTableFlags as F, PhysFrame};
@@ -113,7 +113,7 @@ pub(crate) struct Inner {
 /// A process address space.
 pub struct AddressSpace {
     id: AspaceId,
-    inner: Mutex<Inner>,
+    inner: RankedMutex<Inner>,
 }
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
@@ -137,6 +137,8 @@ pub enum RangeError {
     BadRange(BadRange),
     /// Part of the range is not mapped (mprotect requires all of it).
     NotMapped,
+    /// `munmap` of length 0.
+    ZeroLength,
     /// `none` protection is not supported (x86 cannot express it with a
     /// present entry; hmmos has no PROT_NONE marker yet).
     Unsupported,
@@ -203,6 +205,7 @@ impl fmt::Display for AspaceError {
             Self::Mmap(MmapError::Overlap) => f.write_str("the fixed range overlaps an existing mapping"),
             Self::Mmap(MmapError::NoSpace) => f.write_str("no free range of that size"),
             Self::Range(RangeError::NotMapped) => f.write_str("part of the range is not mapped"),
+            Self::Range(RangeError::ZeroLength) => f.write_str("munmap of length 0"),
             Self::Range(RangeError::Unsupported) => f.write_str("protection `none` is not supported"),
             Self::Fork(ForkError::NoMemory) | Self::NoMemory => f.write_str("out of memory"),
             Self::Access(e) => write!(f, "{e}"),
@@ -265,7 +268,7 @@ impl AddressSpace {
         let tables = UserTables::new()?;
         Ok(Arc::new(AddressSpace {
             id: AspaceId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            inner: Mutex::new(Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), exclusive: Vec::new(), clock_hand: 0, stats: AspaceStats::default() }),
+            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), exclusive: Vec::new(), clock_hand: 0, stats: AspaceStats::default() }),
         }))
     }
 
@@ -273,7 +276,7 @@ impl AddressSpace {
         self.id
     }
 
-    pub(crate) fn lock(&self) -> spin::MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> RankedGuard<'_, Inner> {
         self.inner.lock()
     }
 
@@ -341,12 +344,12 @@ impl AddressSpace {
     }
 
     fn find_gap(vmas: &Vmas, from: u64, len: u64) -> Option<VaRange> {
-        let mut at = from.next_multiple_of(PAGE);
+        let mut at = from.checked_next_multiple_of(PAGE)?;
         for v in vmas.iter() {
             if v.range.end() <= at {
                 continue;
             }
-            if v.range.start() >= at + len {
+            if v.range.start() >= at.checked_add(len)? {
                 break;
             }
             at = v.range.end();
@@ -354,8 +357,12 @@ impl AddressSpace {
         VaRange::new(at, at.checked_add(len)?).ok()
     }
 
-    /// Unmap any page-aligned range (parts not mapped are ignored).
+    /// Unmap any page-aligned range (parts not mapped are ignored). Length
+    /// 0 is an error, as in POSIX.
     pub fn munmap(&self, start: u64, len: u64) -> Result<(), RangeError> {
+        if len == 0 {
+            return Err(RangeError::ZeroLength);
+        }
         let r = VaRange::new(start, start.saturating_add(len)).map_err(RangeError::BadRange)?;
         let mut inner = self.lock();
         if !inner.vmas.overlaps(r) {
@@ -375,6 +382,9 @@ impl AddressSpace {
         let r = VaRange::new(start, start.saturating_add(len)).map_err(RangeError::BadRange)?;
         if prot.is_empty() {
             return Err(RangeError::Unsupported);
+        }
+        if r.is_empty() {
+            return Ok(()); // POSIX: changing nothing succeeds
         }
         let mut inner = self.lock();
         if !inner.vmas.covers(r) {

@@ -79,6 +79,9 @@ impl AddressSpace {
     /// change. Returns (old, new) frames.
     pub fn migrate(&self, addr: u64) -> Result<(PhysFrame, PhysFrame), MigrateError> {
         let va = addr & !0xfff;
+        if addr >= crate::mm::USER_END {
+            return Err(MigrateError::NotResident(addr));
+        }
         let mut inner = self.lock();
         let old = match inner.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
             Some(Pte::Present { frame, .. }) => frame,

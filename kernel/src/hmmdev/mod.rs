@@ -15,8 +15,14 @@
 //!   faults resolved and transfers replayed; [`queue`]: the per-device queue.
 //!
 //! Lock order: accelerator → address space → HMM mirrors → mirror table →
-//! IOMMU. (A job holds its accelerator; a device fault enters the address
-//! space, whose notifier enters HMM, whose driver update takes the IOMMU.)
+//! edu device → IOMMU. (A job holds its accelerator; a device fault enters
+//! the address space, whose notifier enters HMM, whose driver update takes
+//! the IOMMU; a DMA holds its edu device, then reads the IOMMU's fault
+//! records.) The accelerator, address-space, device and IOMMU locks are
+//! [`crate::sync::RankedMutex`]es: a reversed pair panics in debug builds.
+//!
+//! Isolation — which addresses a job may reach, and why no byte passes
+//! between processes through a kernel buffer — is stated in [`jobs`].
 
 pub mod driver;
 pub mod jobs;
@@ -24,6 +30,7 @@ pub mod queue;
 pub mod space;
 
 pub use driver::EduMirrorDriver;
+pub use jobs::{SpanError, UserSpan};
 pub use queue::{Job, JobId, JobOutput};
 pub use space::{KernelMirror, KernelMm, ProcessHmm};
 
@@ -35,13 +42,19 @@ use core::fmt;
 use devices::edu::DmaRequestError;
 use devices::vtd::DomainId;
 use hmm::DeviceFaultKind;
-use spin::{Mutex, Once};
+use crate::sync::{LockRank, RankedMutex};
+use devices::pci::Bdf;
+use spin::Once;
 
 /// Why a job failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobError {
     /// The accelerator mirrors no process.
     NotBound,
+    /// The job's range was refused before the device was touched.
+    Span(SpanError),
+    /// No kernel memory for the job's result.
+    NoMemory,
     Platform(&'static str),
     Request(DmaRequestError),
     Dma(DmaError),
@@ -53,6 +66,8 @@ impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotBound => f.write_str("the accelerator is not bound to a process"),
+            Self::Span(e) => write!(f, "{e}"),
+            Self::NoMemory => f.write_str("no kernel memory for the job's result"),
             Self::Platform(e) => write!(f, "devices unavailable: {e}"),
             Self::Request(e) => write!(f, "{e}"),
             Self::Dma(e) => write!(f, "{e}"),
@@ -69,6 +84,12 @@ impl fmt::Display for JobError {
                 write!(f, "device {access} at {addr:#x} failed: {why}")
             }
         }
+    }
+}
+
+impl From<SpanError> for JobError {
+    fn from(e: SpanError) -> Self {
+        JobError::Span(e)
     }
 }
 
@@ -111,6 +132,10 @@ pub struct Binding {
     pub mm: Arc<KernelMm>,
     pub mirror: Arc<KernelMirror>,
     pub domain: DomainId,
+    /// This binding's bounce page (mapped at [`jobs::BOUNCE_IOVA`]): zeroed
+    /// at bind, freed after unbind has detached the device and flushed its
+    /// IOTLB — never shared with another binding.
+    bounce: Frame,
 }
 
 /// One edu as an HMM device.
@@ -118,8 +143,9 @@ pub struct HmmAccel {
     index: usize,
     device: Arc<hmm::Device>,
     driver: Arc<EduMirrorDriver>,
+    /// The edu's PCI address (its VT-d source id), fixed at start-up.
+    bdf: Bdf,
     binding: Option<Binding>,
-    bounce: Frame,
     queue: queue::JobQueue,
     /// Pages whose last device fault could not be resolved (for the
     /// console's mirror snapshot); bounded.
@@ -127,10 +153,10 @@ pub struct HmmAccel {
     pub stats: JobStats,
 }
 
-static ACCELS: Once<Result<Vec<Mutex<HmmAccel>>, &'static str>> = Once::new();
+static ACCELS: Once<Result<Vec<RankedMutex<HmmAccel>>, &'static str>> = Once::new();
 
 /// The accelerators (bringing the platform up on first use).
-pub fn accels() -> Result<&'static [Mutex<HmmAccel>], &'static str> {
+pub fn accels() -> Result<&'static [RankedMutex<HmmAccel>], &'static str> {
     ACCELS
         .call_once(|| {
             let p = platform::init()?;
@@ -138,8 +164,8 @@ pub fn accels() -> Result<&'static [Mutex<HmmAccel>], &'static str> {
                 .map(|index| {
                     let driver = Arc::new(EduMirrorDriver::new());
                     let device = hmm::Device::register(driver.clone());
-                    let bounce = frames::alloc_zeroed().map_err(|_| "out of frames for a bounce page")?;
-                    Ok(Mutex::new(HmmAccel { index, device, driver, binding: None, bounce, queue: queue::JobQueue::default(), failed_pages: Default::default(), stats: JobStats::default() }))
+                    let bdf = p.accels[index].lock().bdf();
+                    Ok(RankedMutex::new(LockRank::HmmAccel, HmmAccel { index, device, driver, bdf, binding: None, queue: queue::JobQueue::default(), failed_pages: Default::default(), stats: JobStats::default() }))
                 })
                 .collect()
         })
@@ -171,18 +197,30 @@ impl HmmAccel {
     pub fn bind(&mut self, process: &ProcessHmm) -> Result<(), BindError> {
         self.unbind();
         let p = platform::init().map_err(BindError::Platform)?;
+        let bounce = frames::alloc_zeroed().map_err(|_| BindError::NoTableMemory)?;
         let mirror = process.mm.mirror(&self.device, KernelTableMemory).map_err(|_| BindError::NoTableMemory)?;
-        mirror.map_private(jobs::BOUNCE_IOVA, self.bounce.start_address(), true).map_err(|_| BindError::NoTableMemory)?;
+        if mirror.map_private(jobs::BOUNCE_IOVA, bounce.start_address(), true).is_err() {
+            process.mm.unmirror(&mirror);
+            return Err(BindError::NoTableMemory);
+        }
         let mut iommu = p.iommu.lock();
-        let domain = iommu.alloc_domain_id().map_err(BindError::Iommu)?;
+        let domain = match iommu.alloc_domain_id() {
+            Ok(d) => d,
+            Err(e) => {
+                drop(iommu);
+                process.mm.unmirror(&mirror);
+                return Err(BindError::Iommu(e));
+            }
+        };
         self.driver.set_domain(Some(domain));
-        let bdf = p.accels[self.index].lock().bdf();
-        if let Err(e) = iommu.attach(bdf, domain, mirror.root()) {
+        if let Err(e) = iommu.attach(self.bdf, domain, mirror.root()) {
             iommu.free_domain_id(domain);
+            drop(iommu);
             self.driver.set_domain(None);
+            process.mm.unmirror(&mirror);
             return Err(BindError::Iommu(e));
         }
-        self.binding = Some(Binding { mm: process.mm.clone(), mirror, domain });
+        self.binding = Some(Binding { mm: process.mm.clone(), mirror, domain, bounce });
         Ok(())
     }
 
@@ -191,13 +229,15 @@ impl HmmAccel {
     pub fn unbind(&mut self) {
         let Some(b) = self.binding.take() else { return };
         if let Ok(p) = platform::init() {
-            let bdf = p.accels[self.index].lock().bdf();
             let mut iommu = p.iommu.lock();
-            let _ = iommu.detach(bdf);
+            let _ = iommu.detach(self.bdf);
             iommu.free_domain_id(b.domain);
         }
         self.driver.set_domain(None);
         self.failed_pages.clear();
         b.mm.unmirror(&b.mirror);
+        // `b` (with its bounce frame) is dropped only now: the device was
+        // detached and its IOTLB flushed above.
+        drop(b);
     }
 }

@@ -20,7 +20,7 @@ use devices::edu::{DmaRequest, DmaRequestError, Edu, EduError};
 use devices::mmio::MmioRegion;
 use devices::pci::{Bdf, Ecam, PciDevice};
 use devices::vtd::FaultRecord;
-use spin::Mutex;
+use crate::sync::RankedMutex;
 
 /// How long a transfer may take (virtual time; edu needs 100 ms).
 pub const DMA_TIMEOUT_US: u64 = 2_000_000;
@@ -97,7 +97,7 @@ impl Accelerator {
 
     /// Run one transfer to completion; a fault recorded for this device
     /// during it makes it fail with that fault.
-    pub fn dma(&mut self, iommu: &Mutex<KernelIommu>, req: &DmaRequest) -> Result<(), DmaError> {
+    pub fn dma(&mut self, iommu: &RankedMutex<KernelIommu>, req: &DmaRequest) -> Result<(), DmaError> {
         // Faults left from earlier transfers would be misattributed (and,
         // with one record, would hide ours): clear them first.
         for stale in iommu.lock().take_faults().records {

@@ -15,7 +15,7 @@
 //! a domain maps it.
 //!
 //! Locking: the platform is a `spin::Once`; the IOMMU and each accelerator
-//! sit behind their own `spin::Mutex`. Order: accelerator before IOMMU.
+//! sit behind their own ranked locks (see [`crate::sync`]): device before IOMMU.
 
 mod accel;
 mod memory;
@@ -33,7 +33,8 @@ use devices::dmar::Dmar;
 use devices::mmio::MmioRegion;
 use devices::pci::{BarWindow, Bdf, Ecam, PciDevice};
 use devices::vtd::Iommu;
-use spin::{Mutex, Once};
+use crate::sync::{LockRank, RankedMutex};
+use spin::Once;
 use x86_64::PhysAddr;
 
 /// Physical window for BARs: above the ECAM window, below the IOAPIC/LAPIC.
@@ -47,11 +48,11 @@ pub struct Platform {
     pub ecam: Ecam<MmioRegion>,
     pub pci: Vec<PciDevice>,
     pub dmar: Dmar,
-    pub iommu: Mutex<KernelIommu>,
+    pub iommu: RankedMutex<KernelIommu>,
     /// The IOMMU's fault-event vector.
     pub fault_vector: Vector,
     /// The edu accelerators, in PCI order.
-    pub accels: Vec<Mutex<Accelerator>>,
+    pub accels: Vec<RankedMutex<Accelerator>>,
 }
 
 /// Why bring-up failed.
@@ -175,10 +176,10 @@ fn bring_up() -> Result<Platform, PlatformError> {
         ecam.enable(d.bdf);
         let accel = Accelerator::new(d.bdf, map_regs(bar.base, bar.size)?, &ecam, d, accels.len())?;
         log::info!("  accel{}: edu at {} (BAR0 {:#x}), MSI vector {:#x}, alive", accels.len(), d.bdf, bar.base, accel.vector());
-        accels.push(Mutex::new(accel));
+        accels.push(RankedMutex::new(LockRank::Device, accel));
     }
     if accels.is_empty() {
         return Err(PlatformError::NoDevice("edu accelerator"));
     }
-    Ok(Platform { ecam, pci, dmar, iommu: Mutex::new(iommu), fault_vector, accels })
+    Ok(Platform { ecam, pci, dmar, iommu: RankedMutex::new(LockRank::Iommu, iommu), fault_vector, accels })
 }

@@ -3,9 +3,9 @@
 use super::{pid, World};
 use crate::hmmdev::{accels, HmmAccel};
 use crate::shell::{fail, Args, Out, ShellError};
-use spin::MutexGuard;
+use crate::sync::RankedGuard;
 
-fn accel(a: &mut Args<'_>) -> Result<MutexGuard<'static, HmmAccel>, ShellError> {
+fn accel(a: &mut Args<'_>) -> Result<RankedGuard<'static, HmmAccel>, ShellError> {
     let i = a.number("accel")?;
     let all = accels().map_err(fail)?;
     all.get(i as usize).map(|m| m.lock()).ok_or_else(|| fail(alloc::format!("no accelerator {i} (there are {})", all.len())))
@@ -63,16 +63,21 @@ pub fn dwrite(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), Shell
     Ok(())
 }
 
+/// The longest device fill or copy one console line starts: each 2 KiB is
+/// one edu DMA of 100 ms virtual time (about 0.5 ms of wall time here), so
+/// 16 MiB is some seconds — longer lines would hold the console for minutes.
+const MAX_DEVICE_JOB: u64 = 16 << 20;
+
 pub fn dfill(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     let mut acc = accel(a)?;
     let (addr, len, b) = (a.number("addr")?, a.number("len")?, a.number("byte")?);
     a.done()?;
     let b = u8::try_from(b).map_err(|_| fail("<byte> must be 0..=255"))?;
-    if len == 0 || len > 16 << 20 {
-        return Err(fail("dfill writes 1 byte .. 16 MiB"));
+    if len == 0 || len > MAX_DEVICE_JOB {
+        return Err(fail("dfill writes 1 byte .. 16 MiB (each 2 KiB is one device DMA)"));
     }
     let before = acc.stats;
-    acc.write(addr, &alloc::vec![b; len as usize]).map_err(fail)?;
+    acc.fill(addr, len, b).map_err(fail)?;
     let _ = writeln!(out, "device filled {len} bytes at {addr:#x} with {b:#04x}");
     report(out, &acc, before);
     Ok(())
@@ -82,8 +87,8 @@ pub fn dcopy(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
     let mut acc = accel(a)?;
     let (dst, src, len) = (a.number("dst")?, a.number("src")?, a.number("len")?);
     a.done()?;
-    if len == 0 || len > 16 << 20 {
-        return Err(fail("dcopy copies 1 byte .. 16 MiB"));
+    if len == 0 || len > MAX_DEVICE_JOB {
+        return Err(fail("dcopy copies 1 byte .. 16 MiB (each 2 KiB is one device DMA)"));
     }
     let before = acc.stats;
     acc.copy(dst, src, len).map_err(fail)?;
@@ -92,11 +97,18 @@ pub fn dcopy(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
     Ok(())
 }
 
+/// The most pages one `exclusive` line takes (the work is per page).
+const MAX_EXCLUSIVE_PAGES: u64 = 4096;
+
 pub fn exclusive(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     let acc = accel(a)?;
     let (addr, len) = (a.number("addr")?, a.number("len")?);
     a.done()?;
-    let r = hmm::VaRange::new(addr & !0xfff, (addr + len).next_multiple_of(4096)).map_err(fail)?;
+    let span = crate::hmmdev::UserSpan::new(addr, len).map_err(fail)?;
+    if span.pages().pages() > MAX_EXCLUSIVE_PAGES {
+        return Err(fail(alloc::format!("exclusive takes at most {MAX_EXCLUSIVE_PAGES} pages at a time")));
+    }
+    let r = span.pages();
     let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{} is not bound", acc.index())))?;
     b.mm.take_exclusive(&b.mirror, r).map_err(fail)?;
     let _ = writeln!(out, "accel{} holds {r} exclusively; the CPU's next write revokes it", acc.index());

@@ -36,10 +36,10 @@ pub fn ps(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellErro
 pub fn kill(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     let id = pid(a)?;
     a.done()?;
-    let p = w.procs.remove(&(id as u32)).ok_or_else(|| fail(alloc::format!("no process {id}")))?;
+    let p = w.procs.remove(&id).ok_or_else(|| super::no_process(id))?;
     let before = crate::mm::frames::stats().free;
     drop(p);
-    let _ = writeln!(out, "process {id} exited; {} frames freed", crate::mm::frames::stats().free - before);
+    let _ = writeln!(out, "process {id} exited; {} frames freed", crate::mm::frames::stats().free.saturating_sub(before));
     Ok(())
 }
 
@@ -144,13 +144,31 @@ fn byte(a: &mut Args<'_>) -> Result<u8, ShellError> {
     u8::try_from(v).map_err(|_| fail(alloc::format!("<byte> {v} is larger than 255")))
 }
 
+/// `fill` and `check` stream through a buffer of this size: any length
+/// works (or fails at the first bad page) without heap in proportion to it.
+const STREAM: usize = 4096;
+
+/// The range `[addr, addr + len)` of a CPU access, checked before any work.
+fn user_range(addr: u64, len: u64) -> Result<(), ShellError> {
+    match addr.checked_add(len) {
+        Some(end) if end <= crate::mm::USER_END => Ok(()),
+        _ => Err(fail(alloc::format!("{len:#x} bytes at {addr:#x} are not inside the user half"))),
+    }
+}
+
 pub fn fill(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     let (id, addr, len, b) = (pid(a)?, a.number("addr")?, a.number("len")?, byte(a)?);
     a.done()?;
-    if len > 64 << 20 {
-        return Err(fail("fill writes at most 64 MiB at a time"));
+    user_range(addr, len)?;
+    let p = w.proc(id)?;
+    let chunk = [b; STREAM];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(STREAM as u64);
+        // done < len and the range is checked: addr + done cannot overflow.
+        p.aspace.copy_to_user(addr + done, &chunk[..n as usize]).map_err(|e| fail(alloc::format!("{e} (after {done} bytes were filled)")))?;
+        done += n;
     }
-    w.proc(id)?.aspace.copy_to_user(addr, &vec![b; len as usize]).map_err(fail)?;
     let _ = writeln!(out, "filled {len} bytes at {addr:#x} with {b:#04x}");
     Ok(())
 }
@@ -158,16 +176,18 @@ pub fn fill(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellEr
 pub fn check(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     let (id, addr, len, b) = (pid(a)?, a.number("addr")?, a.number("len")?, byte(a)?);
     a.done()?;
-    if len > 64 << 20 {
-        return Err(fail("check reads at most 64 MiB at a time"));
-    }
-    let mut buf = vec![0u8; len as usize];
-    w.proc(id)?.aspace.copy_from_user(addr, &mut buf).map_err(fail)?;
-    match buf.iter().position(|&x| x != b) {
-        None => {
-            let _ = writeln!(out, "ok: {len} bytes at {addr:#x} are {b:#04x}");
-            Ok(())
+    user_range(addr, len)?;
+    let p = w.proc(id)?;
+    let mut buf = [0u8; STREAM];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(STREAM as u64) as usize;
+        p.aspace.copy_from_user(addr + done, &mut buf[..n]).map_err(fail)?;
+        if let Some(i) = buf[..n].iter().position(|&x| x != b) {
+            return Err(fail(alloc::format!("check failed: byte at {:#x} is {:#04x}, expected {b:#04x}", addr + done + i as u64, buf[i])));
         }
-        Some(i) => Err(fail(alloc::format!("check failed: byte at {:#x} is {:#04x}, expected {b:#04x}", addr + i as u64, buf[i]))),
+        done += n as u64;
     }
+    let _ = writeln!(out, "ok: {len} bytes at {addr:#x} are {b:#04x}");
+    Ok(())
 }

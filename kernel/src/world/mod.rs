@@ -44,20 +44,38 @@ pub struct World {
 
 impl World {
     /// Add a process; returns its pid.
-    pub fn add(&mut self, p: Process) -> u32 {
-        self.next_pid += 1;
+    pub fn add(&mut self, p: Process) -> Pid {
+        // Pids count up from 1 and are not reused while the counter lasts;
+        // after 2^32 spawns it wraps, skipping 0 and every live pid (there
+        // cannot be 2^32 live processes: each holds page-table frames).
+        loop {
+            self.next_pid = self.next_pid.checked_add(1).unwrap_or(1);
+            if !self.procs.contains_key(&self.next_pid) {
+                break;
+            }
+        }
         self.procs.insert(self.next_pid, p);
         self.next_pid
     }
 
-    pub(crate) fn proc(&self, pid: u64) -> Result<&Process, ShellError> {
-        self.procs.get(&(pid as u32)).ok_or_else(|| fail(alloc::format!("no process {pid} (see `ps`)")))
+    pub(crate) fn proc(&self, pid: Pid) -> Result<&Process, ShellError> {
+        self.procs.get(&pid).ok_or_else(|| no_process(pid))
     }
 }
 
-/// Parse `<pid>`.
-pub(crate) fn pid(a: &mut Args<'_>) -> Result<u64, ShellError> {
-    Ok(a.number("pid")?)
+/// A process id as the console names it.
+pub type Pid = u32;
+
+/// The one message for a pid that names no process.
+pub(crate) fn no_process(pid: impl core::fmt::Display) -> ShellError {
+    fail(alloc::format!("no process {pid} (see `ps`)"))
+}
+
+/// Parse `<pid>`: a number that fits a pid (a larger one names no process;
+/// it is never cut down to one that does).
+pub(crate) fn pid(a: &mut Args<'_>) -> Result<Pid, ShellError> {
+    let n = a.number("pid")?;
+    Pid::try_from(n).map_err(|_| no_process(n))
 }
 
 /// The console's commands.

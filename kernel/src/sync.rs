@@ -1,0 +1,121 @@
+//! Spin locks with a rank: the kernel's lock order, checked at run time.
+//!
+//! The order (a lock may be taken only while every lock held has a lower
+//! rank):
+//!
+//! ```text
+//!  rank  lock                                  taken by
+//!  1     HmmAccel      (hmmdev::accels)        a job, bind/unbind
+//!  2     AddressSpace  (aspace inner)          a device fault's fault_in, every CPU-side change
+//!        (hmm's mirror list and mirror tables)  the notifier, inside the address-space lock
+//!  3     Device        (platform::accels)      one DMA
+//!  4     Iommu         (platform::iommu)       faults, attach/detach, IOTLB invalidation
+//! ```
+//!
+//! A job holds its accelerator; a device fault enters the address space,
+//! whose notifier enters HMM, whose driver update takes the IOMMU; a DMA
+//! holds its edu device and reads the IOMMU's fault records.
+//!
+//! In debug builds (`cargo run`, `cargo test`) every [`RankedMutex::lock`]
+//! checks that no lock of a higher rank is held and panics with both names
+//! if one is: a reversed pair is caught the first time it runs, not on the
+//! day two CPUs interleave it into a deadlock. Locks of equal rank may nest
+//! (two address spaces in a fork); their order is the caller's own rule.
+//!
+//! The held-rank counters are global: correct while the kernel runs on one
+//! CPU (today). With more CPUs they must become per-CPU.
+
+use core::fmt;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// A lock's place in the kernel's lock order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum LockRank {
+    HmmAccel = 1,
+    AddressSpace = 2,
+    Device = 3,
+    Iommu = 4,
+}
+
+impl fmt::Display for LockRank {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            LockRank::HmmAccel => "accelerator",
+            LockRank::AddressSpace => "address space",
+            LockRank::Device => "device",
+            LockRank::Iommu => "IOMMU",
+        };
+        write!(f, "{name} (rank {})", *self as u8)
+    }
+}
+
+const RANKS: usize = 5;
+/// How many locks of each rank are held right now.
+static HELD: [AtomicU32; RANKS] = [const { AtomicU32::new(0) }; RANKS];
+
+/// The highest-ranked lock held above `rank`, if any.
+fn held_above(rank: LockRank) -> Option<LockRank> {
+    [LockRank::Iommu, LockRank::Device, LockRank::AddressSpace, LockRank::HmmAccel]
+        .into_iter()
+        .find(|&r| r > rank && HELD[r as usize].load(Ordering::Relaxed) > 0)
+}
+
+/// A `spin::Mutex` that knows its rank.
+pub struct RankedMutex<T> {
+    rank: LockRank,
+    inner: spin::Mutex<T>,
+}
+
+/// The guard of a [`RankedMutex`]; releases the rank on drop.
+pub struct RankedGuard<'a, T> {
+    rank: LockRank,
+    guard: spin::MutexGuard<'a, T>,
+}
+
+impl<T> RankedMutex<T> {
+    pub const fn new(rank: LockRank, value: T) -> Self {
+        RankedMutex { rank, inner: spin::Mutex::new(value) }
+    }
+
+    pub fn rank(&self) -> LockRank {
+        self.rank
+    }
+
+    /// Take the lock; in debug builds, panic if a higher-ranked lock is held.
+    pub fn lock(&self) -> RankedGuard<'_, T> {
+        if cfg!(debug_assertions) {
+            if let Some(above) = held_above(self.rank) {
+                panic!("lock order violated: taking the {} lock while holding the {} lock", self.rank, above);
+            }
+        }
+        let guard = self.inner.lock();
+        HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        RankedGuard { rank: self.rank, guard }
+    }
+
+    /// Exclusive access without locking (the owner has `&mut`).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner.get_mut()
+    }
+}
+
+impl<T> Drop for RankedGuard<'_, T> {
+    fn drop(&mut self) {
+        HELD[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T> Deref for RankedGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> DerefMut for RankedGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
