@@ -64,6 +64,8 @@ pub const CHUNK: u64 = 2048;
 pub const BOUNCE_IOVA: u64 = 0xffff_ffff_f000;
 /// The most a single read job returns (its result is kernel memory).
 pub const MAX_READ: u64 = 1 << 20;
+/// The most pages one exclusive-access job takes (the work is per page).
+pub const MAX_EXCLUSIVE_PAGES: u64 = 4096;
 /// Give up on a transfer that keeps faulting (a livelock guard).
 const MAX_REPLAYS: u32 = 8;
 const PAGE: u64 = 4096;
@@ -291,6 +293,19 @@ impl HmmAccel {
         }
         self.stats.jobs += 1;
         Ok(())
+    }
+
+    /// Give the device exclusive (atomic) access to the pages of
+    /// `[addr, addr + len)` (at most [`MAX_EXCLUSIVE_PAGES`]); returns them.
+    pub fn exclusive(&mut self, addr: u64, len: u64) -> Result<hmm::VaRange, JobError> {
+        let pages = UserSpan::new(addr, len)?.pages();
+        if pages.pages() > MAX_EXCLUSIVE_PAGES {
+            return Err(SpanError::TooLong { len, max: MAX_EXCLUSIVE_PAGES * PAGE }.into());
+        }
+        let b = self.binding.as_ref().ok_or(JobError::NotBound)?;
+        b.mm.take_exclusive(&b.mirror, pages).map_err(|e| JobError::Fault { addr: e.addr, write: true, kind: e.kind })?;
+        self.stats.jobs += 1;
+        Ok(pages)
     }
 
     /// Copy `len` bytes of process memory from `src` to `dst` on the device.

@@ -97,20 +97,11 @@ pub fn dcopy(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
     Ok(())
 }
 
-/// The most pages one `exclusive` line takes (the work is per page).
-const MAX_EXCLUSIVE_PAGES: u64 = 4096;
-
 pub fn exclusive(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let acc = accel(a)?;
+    let mut acc = accel(a)?;
     let (addr, len) = (a.number("addr")?, a.number("len")?);
     a.done()?;
-    let span = crate::hmmdev::UserSpan::new(addr, len).map_err(fail)?;
-    if span.pages().pages() > MAX_EXCLUSIVE_PAGES {
-        return Err(fail(alloc::format!("exclusive takes at most {MAX_EXCLUSIVE_PAGES} pages at a time")));
-    }
-    let r = span.pages();
-    let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{} is not bound", acc.index())))?;
-    b.mm.take_exclusive(&b.mirror, r).map_err(fail)?;
+    let r = acc.exclusive(addr, len).map_err(fail)?;
     let _ = writeln!(out, "accel{} holds {r} exclusively; the CPU's next write revokes it", acc.index());
     Ok(())
 }
