@@ -152,6 +152,11 @@ fn free_raw(frame: PhysFrame) {
     assert!(map.words[w] & (1 << bit) != 0, "double free of frame {:#x}", frame.start_address().as_u64());
     map.words[w] &= !(1 << bit);
     map.stats.free += 1;
+    // The next allocation looks here first: a recently freed frame is
+    // reused soon (cache-warm, like Linux's per-CPU free lists), which also
+    // makes a use-after-free through a stale TLB or IOTLB entry show up at
+    // once in tests rather than after the allocator wraps around.
+    map.cursor = w;
 }
 
 /// A reference to an allocated physical frame; the frame is freed when the
