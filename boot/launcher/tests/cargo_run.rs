@@ -116,7 +116,7 @@ fn help_lists_every_command() {
     }
     let (code, out) = run_console("scripts/console-help.txt");
     assert_eq!(code, 0);
-    for cmd in ["spawn", "ps", "kill", "mmap", "munmap", "mprotect", "fork", "migrate", "swapout", "write", "read", "fill", "check", "bind", "unbind", "dread", "dwrite", "dfill", "dcopy", "exclusive", "prefault", "walk", "mirror", "stats", "help", "exit"] {
+    for cmd in ["spawn", "ps", "kill", "mmap", "munmap", "mprotect", "fork", "migrate", "swapout", "write", "read", "fill", "check", "bind", "unbind", "dread", "dwrite", "dfill", "dcopy", "exclusive", "prefault", "walk", "walk2", "trace", "mirror", "stats", "help", "exit"] {
         assert!(out.contains(&format!("\n  {cmd}")), "help lists `{cmd}`:\n{out}");
     }
 }
@@ -279,4 +279,37 @@ fn kvm_without_hardware_virtualisation_warns() {
     assert!(r.stderr.contains("warning: --accel kvm but this host's CPU has no VT-x/AMD-V"), "{}", r.stderr);
     let r = launch(&["--accel", "kvm", "--kernel", "/nonexistent/k"], None, &[("HMMOS_FAKE_CPUINFO", std::ffi::OsStr::new("flags : fpu vmx"))]);
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}
+
+#[test]
+fn trace_writes_a_timeline_of_device_faults_and_walk2_shows_both_sides() {
+    if !have_qemu() {
+        return;
+    }
+    let json = std::env::temp_dir().join(format!("hmmos-timeline-{}.json", std::process::id()));
+    let script = b"spawn\nmmap 1 64K rw at=0x20000000\nbind 0 1\ndread 0 0x20000000 16\ndwrite 0 0x20001000 hi\nwalk2 0 0x20001000\nmunmap 1 0x20000000 16K\nwalk2 0 0x20000000\ntrace on\ndread 0 0x20008000 4\ntrace off\nexit\n";
+    let r = launch(&["--console", "--accel", "tcg", "--timeout", "120", "--kernel", kernel().to_str().unwrap(), "--trace", json.to_str().unwrap()], Some(script.to_vec()), &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // log=debug: one line per HMM event, stamped.
+    for line in ["] fault.begin accel=0 va=0x20000000 access=read", "] fault.round va=0x20000000", "] replay accel=0 iova=0x20000000", "] inval kind=Unmap event=MUNMAP range=0x20000000..0x20004000 mask=invalid", "] iotlb did=1 scope=page addr=0x20000000 am=2 pages=4"] {
+        assert!(r.stdout.contains(line), "debug output has `{line}`:\n{}", r.stdout);
+    }
+    // trace on: per entry.
+    assert!(r.stdout.contains("[TRACE @") && r.stdout.contains("] dma accel=0 iova=0x20008000 len=4 dir=to-device"), "{}", r.stdout);
+    // walk2: both walks end at the same frame, with each side's permissions.
+    assert!(r.stdout.contains("same frame 0x") && r.stdout.contains("the device may read and write"), "{}", r.stdout);
+    assert!(r.stdout.contains("R W dirty"), "{}", r.stdout);
+    assert!(r.stdout.contains("(not present: a device access faults)"), "after munmap the device's walk ends:\n{}", r.stdout);
+    assert!(r.stderr.contains("HMM events to "), "{}", r.stderr);
+
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("the timeline was written")).expect("valid JSON");
+    let _ = std::fs::remove_file(&json);
+    let events = doc["traceEvents"].as_array().expect("traceEvents");
+    let count = |name: &str, ph: &str| events.iter().filter(|e| e["name"] == name && e["ph"] == ph).count();
+    assert_eq!(count("fault", "B"), 2, "two device faults, each a span");
+    assert_eq!(count("fault", "E"), 2);
+    assert!(count("replay", "i") >= 2 && count("inval", "i") >= 1 && count("iotlb", "i") >= 1);
+    let ts: Vec<f64> = events.iter().filter(|e| e["ph"] != "M").map(|e| e["ts"].as_f64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "time only moves forward");
+    assert!(events.iter().any(|e| e["name"] == "thread_name" && e["args"]["name"] == "accel 0"));
 }
