@@ -227,6 +227,7 @@ where
                 return Err(err(DeviceFaultKind::Released));
             }
             let seq = self.seq.load(Ordering::Acquire);
+            log::debug!("fault.round va={addr:#x} window={:#x}..{:#x} round={}", window.start(), window.end(), retries + 1);
             let mut leaves = Vec::with_capacity(window.pages() as usize);
             for va in window.page_addrs() {
                 let needed = want.contains(va);
@@ -260,6 +261,7 @@ where
                     }
                     replaced = true;
                 }
+                log::trace!("mirror.set va={va:#x} pa={:#x} write={}", leaf.addr.as_u64(), leaf.write);
                 t.set(at, leaf).map_err(|_| err(DeviceFaultKind::NoTableMemory))?;
             }
             self.stats.pages_mirrored.fetch_add(leaves.len() as u64, Ordering::Relaxed);

@@ -1,12 +1,24 @@
 //! The serial console (COM1, a 16550 UART) behind the `log` facade.
 //!
 //! `log=error|warn|info|debug|trace` on the kernel command line sets the
-//! level (default `info`). Lines are prefixed with the level. The port is a
-//! spin lock; an interrupt or fault handler that must print while the lock
+//! level (default `info`); the console's `trace on|events|off` changes it
+//! at run time. What each level shows:
+//!
+//! | level | lines |
+//! |-------|-------|
+//! | info  | boot facts, one line per scenario step |
+//! | debug | one line per HMM event: device fault (`fault.begin`/`fault.end`), fault round, mirror update, invalidation (kind, event, range, mask), IOTLB command, replay, swap-in, COW break |
+//! | trace | per entry: each mirror entry set, each CPU PTE installed, each DMA transfer |
+//!
+//! Lines are prefixed with the level; debug and trace lines also carry the
+//! guest TSC, `[DEBUG @<tsc>] <event> key=value ...`, the shape the
+//! launcher's `--trace FILE` turns into a timeline
+//! (`boot/launcher/src/timeline.rs`). The port is a spin lock; an interrupt or fault handler that must print while the lock
 //! may be held uses [`emergency_write`], which takes the port regardless.
 
 use core::fmt::{self, Write};
-use log::{LevelFilter, Log, Metadata, Record};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 use spin::{Lazy, Mutex};
 use uart_16550::SerialPort;
 
@@ -69,14 +81,37 @@ impl Log for SerialLogger {
         metadata.level() <= log::max_level()
     }
     fn log(&self, record: &Record<'_>) {
-        if self.enabled(record.metadata()) {
+        if !self.enabled(record.metadata()) {
+        } else if record.level() <= Level::Info {
             write(format_args!("[{:<5}] {}\n", record.level(), record.args()));
+        } else {
+            write(format_args!("[{:<5} @{}] {}\n", record.level(), crate::cycles::now(), record.args()));
         }
     }
     fn flush(&self) {}
 }
 
 static LOGGER: SerialLogger = SerialLogger;
+
+/// The level the command line asked for (a `LevelFilter` as usize).
+static BOOT_LEVEL: AtomicUsize = AtomicUsize::new(LevelFilter::Info as usize);
+
+/// The level the kernel was booted with (`log=` on the command line).
+pub fn boot_level() -> LevelFilter {
+    match BOOT_LEVEL.load(Ordering::Relaxed) {
+        0 => LevelFilter::Off,
+        1 => LevelFilter::Error,
+        2 => LevelFilter::Warn,
+        3 => LevelFilter::Info,
+        4 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}
+
+/// Change the level at run time (the console's `trace` command).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
 
 /// Install the logger at the level named by `level` (None = info). An
 /// unknown level name is reported and info is used.
@@ -89,5 +124,6 @@ pub fn init(level: Option<&str>) {
             LevelFilter::Info
         }),
     };
+    BOOT_LEVEL.store(filter as usize, Ordering::Relaxed);
     log::set_max_level(filter);
 }

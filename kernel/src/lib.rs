@@ -113,12 +113,19 @@ macro_rules! entry {
     };
 }
 
+/// The panic handler: the message with its location, a frame-pointer
+/// backtrace (symbolized by the launcher), and a failure exit.
+///
+/// Only for the bare-metal target: built for the host (by `cargo clippy
+/// --workspace`, say) the kernel library uses std's handler instead.
+#[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     x86_64::instructions::interrupts::disable();
     match info.location() {
-        Some(l) => console::emergency_write(format_args!("\nPANIC at {}:{}: {}\n", l.file(), l.line(), info.message())),
+        Some(l) => console::emergency_write(format_args!("\nPANIC at {}:{}:{}: {}\n", l.file(), l.line(), l.column(), info.message())),
         None => console::emergency_write(format_args!("\nPANIC: {}\n", info.message())),
     }
+    arch::backtrace::print_here();
     qemu::exit(qemu::ExitCode::Failure)
 }

@@ -56,7 +56,9 @@ pub fn build_kernels(package: &str, bin: Option<&str>, profile: Profile) -> Resu
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--quiet", "-p", package, "--target", KERNEL_TARGET, "--message-format=json-render-diagnostics"])
+        // Not --quiet: cargo's own progress (a bar on a terminal, a line
+        // per crate otherwise) goes to stderr, so a first build is seen to move.
+        .args(["build", "-p", package, "--target", KERNEL_TARGET, "--message-format=json-render-diagnostics"])
         .arg("--target-dir")
         .arg(root.join("target/kernel"))
         // Flags meant for the host build must not leak into the kernel's

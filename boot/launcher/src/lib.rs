@@ -6,20 +6,34 @@
 //! boots every test kernel under `tests/`) both go through it, so a test
 //! kernel sees exactly the machine a user sees.
 //!
+//! Before building anything it checks the host ([`prereq`]): the Rust
+//! target (installed through rustup if missing) and QEMU (one line with the
+//! install command if missing).
+//!
 //! Exit protocol: a kernel ends by writing a code to the `isa-debug-exit`
 //! port (0xf4); QEMU then exits with `(code << 1) | 1`. The kernel writes
-//! [`SUCCESS_CODE`] only when it finished and every check held. Any other
-//! status — another code, a triple fault (QEMU exits 0 with `-no-reboot`), a
-//! QEMU abort (134), or our timeout — is a failure.
+//! [`SUCCESS_CODE`] only when it finished and every check held. Every other
+//! ending — a failed check, a panic, a CPU exception, a triple fault (QEMU
+//! exits 0 with `-no-reboot`), a QEMU start-up error, a gdb `kill`, a QEMU
+//! crash, our timeout — is judged by [`run::judge`] into its own
+//! [`Verdict`], message and exit status ([`run::status`]).
+//!
+//! While the guest runs, the launcher reads its serial output line by line:
+//! backtraces are symbolized from the kernel's DWARF ([`symbolize`]) and,
+//! with `--trace FILE`, HMM events become a trace-viewer timeline
+//! ([`timeline`]).
 
 pub mod build;
 pub mod machine;
 pub mod options;
+pub mod prereq;
 pub mod run;
+pub mod symbolize;
+pub mod timeline;
 
 pub use build::{build_kernels, BuildError, KernelImage, Profile};
 pub use machine::{Accel, Machine};
-pub use run::{run, run_script, Outcome, RunError, CONSOLE_READY};
+pub use run::{run, run_script, run_session, status, Input, Outcome, RunError, Session, Verdict, CONSOLE_READY};
 
 /// The value the kernel writes to `isa-debug-exit` on success.
 pub const SUCCESS_CODE: u8 = 0x10;

@@ -21,6 +21,8 @@ use std::process::Command;
 pub const QEMU: &str = "qemu-system-x86_64";
 /// The one-line install hint printed when QEMU is missing.
 pub const QEMU_INSTALL_HINT: &str = "qemu-system-x86_64 not found: install it with `apt-get install qemu-system-x86`";
+/// The port `--gdb` uses when none is given.
+pub const DEFAULT_GDB_PORT: u16 = 1234;
 /// qboot, the fast firmware (Debian package qemu-system-data).
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 
@@ -83,8 +85,9 @@ pub struct Machine {
     pub accel: Accel,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
-    /// Wait for gdb on tcp::1234 before running (`-s -S`).
-    pub gdb: bool,
+    /// Wait for gdb on this TCP port of 127.0.0.1 before running
+    /// (`-gdb tcp:127.0.0.1:PORT -S`; only this host can attach).
+    pub gdb: Option<u16>,
     /// The kernel command line (`-append`); `accel=` is added to it.
     pub cmdline: String,
     /// Extra QEMU arguments, appended last.
@@ -93,7 +96,7 @@ pub struct Machine {
 
 impl Default for Machine {
     fn default() -> Self {
-        Machine { accel: Accel::auto(), memory_mib: 512, gdb: false, cmdline: String::new(), extra_args: Vec::new() }
+        Machine { accel: Accel::auto(), memory_mib: 512, gdb: None, cmdline: String::new(), extra_args: Vec::new() }
     }
 }
 
@@ -131,8 +134,8 @@ impl Machine {
         c.args(["-device", "intel-iommu,aw-bits=48"]);
         c.args(["-device", "edu,addr=01.0,dma_mask=0xffffffffffffffff"]);
         c.args(["-device", "edu,addr=02.0,dma_mask=0xffffffffffffffff"]);
-        if self.gdb {
-            c.args(["-s", "-S"]);
+        if let Some(port) = self.gdb {
+            c.arg("-gdb").arg(format!("tcp:127.0.0.1:{port}")).arg("-S");
         }
         c.args(&self.extra_args);
         c

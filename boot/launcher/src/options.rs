@@ -1,5 +1,6 @@
 //! The launcher's command line: `cargo run -- [OPTIONS] [-- QEMU-ARGS]`.
 
+use crate::machine::DEFAULT_GDB_PORT;
 use crate::{Accel, Machine, Profile};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +19,14 @@ OPTIONS:
   --console              after boot, open the hmm> console on the serial line
                          (stdin); `cargo run -- --console < script.txt` runs a script
   --bench                run the in-guest benchmarks (release build, icount shift=0)
-  --cmdline \"...\"        extra kernel command line (e.g. \"log=debug\")
-  --gdb                  QEMU waits for gdb on tcp::1234 (target remote :1234)
+  --cmdline \"...\"        extra kernel command line: log=debug (one line per HMM
+                         event), log=trace (per page-table entry)
+  --gdb[=PORT]           QEMU waits for gdb on 127.0.0.1:PORT (default 1234):
+                         gdb <kernel ELF> -ex 'target remote :PORT'
+  --trace FILE           write a timeline of HMM events (device faults, their
+                         rounds and replays, invalidations, IOTLB commands) as
+                         Chrome trace-event JSON, for ui.perfetto.dev or
+                         chrome://tracing; implies log=debug
   --kernel PATH          boot this kernel ELF instead of building one
   --release              build the kernel with the release profile
   --memory MIB           guest RAM in MiB (default 512)
@@ -29,8 +36,20 @@ OPTIONS:
                          a second `--`
   -h, --help             this text
 
-The exit status is 0 only when the kernel finished and every check held;
-124 means the guest hung and was killed.";
+EXIT STATUS:
+  0    the kernel finished and every check held
+  1    the kernel reported a failed check
+  2    bad options
+  3    the kernel panicked (backtrace symbolized)
+  4    the kernel died of a CPU exception (backtrace symbolized)
+  5    triple fault
+  6    QEMU could not start (bad QEMU argument, missing kernel file, busy
+       gdb port, no KVM)
+  7    QEMU crashed or was killed
+  8    the debugger ended the session (gdb `kill`)
+  9    a prerequisite is missing or the kernel build failed
+  10   the kernel wrote an unknown exit code
+  124  the guest hung and was killed after the timeout";
 
 /// What the user asked for.
 #[derive(Debug)]
@@ -40,11 +59,15 @@ pub struct Options {
     pub profile: Profile,
     pub timeout: Option<Duration>,
     pub mode: Option<&'static str>,
+    /// `--trace FILE`: where to write the HMM event timeline.
+    pub trace: Option<PathBuf>,
+    /// Things the user should know before the boot (e.g. KVM without VT-x).
+    pub warnings: Vec<String>,
 }
 
 /// Parse the arguments (without the program name). `Ok(None)` = `--help`.
 pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
-    let mut o = Options { machine: Machine::default(), kernel: None, profile: Profile::Dev, timeout: Some(Duration::from_secs(300)), mode: None };
+    let mut o = Options { machine: Machine::default(), kernel: None, profile: Profile::Dev, timeout: Some(Duration::from_secs(300)), mode: None, trace: None, warnings: Vec::new() };
     let mut explicit_timeout = false;
     let mut it = args.into_iter();
     let mut cmdline = Vec::new();
@@ -55,6 +78,9 @@ pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
             "--accel" => {
                 let v = value("--accel")?;
                 o.machine.accel = Accel::parse(&v).ok_or_else(|| format!("unknown accelerator `{v}`: use tcg, kvm or auto"))?;
+                if v == "kvm" {
+                    o.warnings.extend(kvm_warning());
+                }
             }
             "--icount-shift" => {
                 let v = value("--icount-shift")?;
@@ -70,7 +96,12 @@ pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
                 }
             }
             "--cmdline" => cmdline.push(value("--cmdline")?),
-            "--gdb" => o.machine.gdb = true,
+            "--gdb" => o.machine.gdb = Some(DEFAULT_GDB_PORT),
+            g if g.starts_with("--gdb=") => {
+                let v = &g["--gdb=".len()..];
+                o.machine.gdb = Some(v.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("--gdb=PORT takes a TCP port 1..=65535, not `{v}`"))?);
+            }
+            "--trace" => o.trace = Some(PathBuf::from(value("--trace")?)),
             "--kernel" => o.kernel = Some(PathBuf::from(value("--kernel")?)),
             "--release" => o.profile = Profile::Release,
             "--memory" => {
@@ -94,13 +125,24 @@ pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
     if let Some(m) = o.mode {
         cmdline.insert(0, format!("mode={m}"));
     }
+    // The timeline is made of debug lines: ask for them unless a level was given.
+    if o.trace.is_some() && !cmdline.iter().any(|c| c.split_ascii_whitespace().any(|w| w.starts_with("log="))) {
+        cmdline.push("log=debug".into());
+    }
     o.machine.cmdline = cmdline.join(" ");
-    if (o.mode == Some("console") || o.machine.gdb) && !explicit_timeout {
+    if (o.mode == Some("console") || o.machine.gdb.is_some()) && !explicit_timeout {
         o.timeout = None;
     }
     Ok(Some(o))
 }
 
+/// The warning for `--accel kvm` on this host (tests can replace it).
+fn kvm_warning() -> Option<String> {
+    if let Ok(fake) = std::env::var("HMMOS_FAKE_CPUINFO") {
+        return crate::prereq::kvm_warning(&fake, true);
+    }
+    crate::prereq::host_kvm_warning()
+}
 
 #[cfg(test)]
 mod tests {
@@ -117,14 +159,15 @@ mod tests {
         assert_eq!(o.timeout, Some(Duration::from_secs(300)));
         assert_eq!(o.mode, None);
         assert_eq!(o.machine.cmdline, "");
-        assert!(!o.machine.gdb);
+        assert!(o.machine.gdb.is_none());
+        assert!(o.trace.is_none());
     }
 
     #[test]
     fn help() {
         assert!(p(&["--help"]).unwrap().is_none());
         assert!(p(&["-h"]).unwrap().is_none());
-        for opt in ["--accel", "--gdb", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout"] {
+        for opt in ["--accel", "--gdb[=PORT]", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout", "--trace", "EXIT STATUS", "124"] {
             assert!(HELP.contains(opt), "--help lists {opt}");
         }
     }
@@ -150,6 +193,28 @@ mod tests {
         assert_eq!(o.profile, Profile::Release);
         assert_eq!(o.machine.accel, Accel::Tcg { icount_shift: Some(0) }, "benchmarks count instructions");
         assert_eq!(p(&["--gdb"]).unwrap().unwrap().timeout, None);
+    }
+
+    #[test]
+    fn gdb_port_and_trace() {
+        assert_eq!(p(&["--gdb"]).unwrap().unwrap().machine.gdb, Some(1234));
+        assert_eq!(p(&["--gdb=4321"]).unwrap().unwrap().machine.gdb, Some(4321));
+        assert!(p(&["--gdb=none"]).unwrap_err().contains("TCP port"));
+        assert!(p(&["--gdb=0"]).is_err());
+        let o = p(&["--trace", "/tmp/t.json"]).unwrap().unwrap();
+        assert_eq!(o.trace.as_deref(), Some(std::path::Path::new("/tmp/t.json")));
+        assert_eq!(o.machine.cmdline, "log=debug", "a timeline needs the debug lines");
+        let o = p(&["--trace", "t.json", "--cmdline", "log=trace"]).unwrap().unwrap();
+        assert_eq!(o.machine.cmdline, "log=trace", "unless a level was asked for");
+    }
+
+    #[test]
+    fn kvm_warns_without_hardware_virtualisation() {
+        // The warning itself is tested in prereq; here: only `kvm` asks for it.
+        let o = p(&["--accel", "tcg"]).unwrap().unwrap();
+        assert!(o.warnings.is_empty());
+        let o = p(&["--accel", "kvm"]).unwrap().unwrap();
+        assert_eq!(o.warnings, kvm_warning().into_iter().collect::<Vec<_>>());
     }
 
     #[test]
@@ -181,9 +246,11 @@ mod tests {
         ] {
             assert!(joined.contains(needle), "QEMU command has `{needle}`: {joined}");
         }
-        let k = Machine { accel: Accel::Kvm, gdb: true, ..Machine::default() };
+        let k = Machine { accel: Accel::Kvm, gdb: Some(4321), ..Machine::default() };
         let joined: Vec<String> = k.command(std::path::Path::new("/k")).get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(joined.join(" ").contains("-accel kvm"));
         assert!(joined.iter().any(|a| a == "-S"), "--gdb waits for the debugger");
+        assert!(joined.join(" ").contains("-gdb tcp:127.0.0.1:4321"), "gdb listens on localhost only: {joined:?}");
+        assert!(!joined.iter().any(|a| a == "-s"), "-s would listen on every interface");
     }
 }

@@ -9,10 +9,14 @@
 //! Two kernels run at a time (one QEMU per core).
 //!
 //! The `harness_*` kernels check this harness itself: each must FAIL in a
-//! specific way (a panic, a hang killed by the timeout, a triple fault), and
-//! passes only if it is judged exactly so.
+//! specific way (a panic, a CPU exception, a hang killed by the timeout, a
+//! triple fault), and passes only if it is judged exactly so — with its
+//! backtrace symbolized down to the function that failed.
+//!
+//! Prerequisites (QEMU, the kernel target) are checked once, before any
+//! build: a missing QEMU is one line with the install command.
 
-use launcher::{build_kernels, run, Accel, KernelImage, Machine, Outcome, Profile};
+use launcher::{build_kernels, prereq, run, Accel, KernelImage, Machine, Outcome, Profile, Verdict};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,17 +26,24 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// How a kernel is expected to end.
 enum Expect {
     Success,
-    /// Fails, and its output contains this text.
-    Failure(&'static str),
+    /// Fails with this verdict, and its output contains every one of these texts.
+    Failure(fn(&Verdict) -> bool, &'static [&'static str]),
     /// Hangs and is killed after this timeout.
     Hang(Duration),
 }
 
 fn expectation(name: &str) -> Expect {
     match name {
-        "harness_panic" => Expect::Failure("PANIC at tests/harness_panic.rs"),
-        "lock_order_reversed" => Expect::Failure("lock order violated: taking the device (rank 3) lock while holding the IOMMU (rank 4) lock"),
-        "harness_triple_fault" => Expect::Failure(""),
+        // The panic's location, and the backtrace symbolized down to the
+        // function that panicked (frame pointers + the launcher's addr2line).
+        "harness_panic" => Expect::Failure(|v| matches!(v, Verdict::Panic(_)), &["PANIC at tests/harness_panic.rs:11", "backtrace (most recent call first):", "harness_panic::main at tests/harness_panic.rs:11"]),
+        "harness_trap" => Expect::Failure(
+            |v| matches!(v, Verdict::Trap(t) if t.contains("page fault") && t.contains("CR2 0x5ead00000000")),
+            &["#0 0x", " (RIP)  ", "harness_trap::read_unmapped at tests/harness_trap.rs:14"],
+        ),
+        "harness_triple_fault" => Expect::Failure(|v| *v == Verdict::TripleFault, &[]),
+        // Locks are ranked (kernel/src/sync.rs): a reversed pair panics, naming both.
+        "lock_order_reversed" => Expect::Failure(|v| matches!(v, Verdict::Panic(_)), &["lock order violated: taking the device (rank 3) lock while holding the IOMMU (rank 4) lock"]),
         "harness_hang" => Expect::Hang(Duration::from_secs(3)),
         _ => Expect::Success,
     }
@@ -42,14 +53,23 @@ fn expectation(name: &str) -> Expect {
 fn judged_right(expect: &Expect, o: &Outcome) -> bool {
     match expect {
         Expect::Success => o.success(),
-        Expect::Failure(text) => !o.success() && !o.timed_out && o.exit_code() != 0 && o.output.contains(text),
-        Expect::Hang(_) => o.timed_out && o.exit_code() != 0,
+        Expect::Failure(verdict, texts) => verdict(&o.kind) && o.exit_code() != 0 && texts.iter().all(|t| o.output.contains(t)),
+        Expect::Hang(_) => matches!(o.kind, Verdict::TimedOut(_)) && o.exit_code() == launcher::status::TIMEOUT,
     }
 }
 
 fn main() -> ExitCode {
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let start = Instant::now();
+    // Once, before building anything.
+    if let Err(e) = prereq::qemu() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = prereq::ensure_kernel_target(&launcher::workspace_root(), &mut |s| eprintln!("note: {s}")) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let images = match build_kernels("test-kernels", None, Profile::Dev) {
         Ok(i) => i,
         Err(e) => {

@@ -302,11 +302,13 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
         for cmd in plan(ranges, self.cap.mamv(), self.cap.psi(), DOMAIN_THRESHOLD) {
             match cmd {
                 IotlbCommand::Page { addr, am } => {
+                    log::debug!("iotlb did={} scope=page addr={addr:#x} am={am} pages={}", id.0, 1u64 << am);
                     self.iotlb_invalidate(3, id.0, addr, am)?;
                     self.stats.page_invalidations += 1;
                     report.page_commands += 1;
                 }
                 IotlbCommand::Domain => {
+                    log::debug!("iotlb did={} scope=domain", id.0);
                     self.iotlb_invalidate(2, id.0, 0, 0)?;
                     self.stats.domain_invalidations += 1;
                     report.domain_wide = true;

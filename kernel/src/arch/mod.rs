@@ -1,6 +1,7 @@
 //! The x86_64 specifics: descriptor tables, trap entry and dispatch, the
-//! exception table, kernel stacks.
+//! exception table, kernel stacks, frame-pointer backtraces.
 
+pub mod backtrace;
 pub mod extable;
 pub mod gdt;
 pub mod idt;

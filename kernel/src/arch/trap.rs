@@ -4,10 +4,12 @@
 //! Every exception report names the vector, the error code and RIP; a page
 //! fault adds CR2 and the error bits decoded; a double fault whose CR2 lies
 //! in a stack's guard page is reported as that stack's overflow. A fatal
-//! report then goes to the fatal hook — by default: print and exit QEMU with
-//! a failure code. (Test kernels that provoke a fatal trap on purpose install
+//! report then goes to the fatal hook — by default: print the report and a
+//! frame-pointer backtrace starting at the faulting RIP (see [`backtrace`];
+//! the launcher symbolizes it), and exit QEMU with a failure code. (Test kernels that provoke a fatal trap on purpose install
 //! a hook that checks the report instead.)
 
+use super::backtrace;
 use super::extable;
 use super::stacks;
 use super::trap_entry::TrapFrame;
@@ -98,6 +100,7 @@ fn fatal(report: &TrapReport<'_>) -> ! {
         hook(report);
     }
     crate::console::emergency_write(format_args!("\n{report}\n"));
+    backtrace::print(Some(report.frame.rip), report.frame.rbp);
     crate::qemu::exit(crate::qemu::ExitCode::Failure)
 }
 

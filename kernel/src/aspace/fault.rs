@@ -160,6 +160,7 @@ impl Inner {
                 let f = frames::alloc_zeroed().map_err(|_| err(AccessFailure::OutOfMemory))?;
                 f.set_flags(FrameFlags::USER);
                 pte::set_present(e, f.into_raw(), leaf_flags(vma.prot, true));
+                log::trace!("cpu.pte va={va:#x} pa={:#x} why=demand-zero", e.addr().as_u64());
                 self.stats.demand_zero += 1;
             }
             Pte::Swapped { slot } => {
@@ -171,6 +172,7 @@ impl Inner {
                 unsafe { direct::write_frame(f.frame(), 0, &buf[..]) };
                 pte::set_present(e, f.into_raw(), leaf_flags(vma.prot, true));
                 // The slot still holds exactly this page: keep it while clean.
+                log::debug!("swap.in va={va:#x} slot={slot} pa={:#x}", e.addr().as_u64());
                 self.swap_cache.insert(va, slot);
                 self.stats.swap_ins += 1;
             }
@@ -178,6 +180,7 @@ impl Inner {
                 if frames::refcount(frame) == 1 {
                     // Nobody shares it any more: reuse, no copy, nothing to notify.
                     pte::set_present(e, frame, flags | F::WRITABLE);
+                    log::trace!("cpu.pte va={va:#x} pa={:#x} why=cow-reuse", frame.start_address().as_u64());
                     self.stats.cow_reuses += 1;
                     if self.active() {
                         x86_64::instructions::tlb::flush(page(va).start_address());
@@ -197,6 +200,7 @@ impl Inner {
                         // SAFETY: the entry held one reference to the old frame.
                         released.push(Released::Frame(unsafe { Frame::from_raw(frame) }));
                     });
+                    log::debug!("cow.break va={va:#x} old={:#x}", frame.start_address().as_u64());
                     self.stats.cow_copies += 1;
                 }
             }

@@ -46,6 +46,7 @@ impl DeviceDriver for EduMirrorDriver {
         self.updates.fetch_add(1, Ordering::Relaxed);
         let did = self.domain.load(Ordering::SeqCst);
         let needs_flush = u.replaced || !matches!(u.event, Event::DeviceRfault | Event::DeviceWfault);
+        log::debug!("mirror.update did={did} event={} range={:#x}..{:#x} replaced={} flush={}", u.event, u.range.start(), u.range.end(), u.replaced, did != 0 && needs_flush);
         if did == 0 || !needs_flush {
             return;
         }

@@ -180,10 +180,12 @@ impl HmmAccel {
                 Target::Bounce(_) => true,
             };
             self.stats.transfers += 1;
+            log::trace!("dma accel={} iova={iova:#x} len={count} dir={}", self.index, if write { "to-ram" } else { "to-device" });
             let mut result = p.accels[self.index].lock().dma(&p.iommu, &req);
             if result.is_ok() && !permitted {
                 // Completed without a record, but the entry did not allow it.
                 self.stats.silent_faults += 1;
+                log::debug!("fault.silent accel={} va={:#x} (a write the IOTLB's read-only entry dropped without a record)", self.index, iova & !0xfff);
                 result = Err(crate::platform::DmaError::Fault(devices::vtd::FaultRecord { addr: iova & !0xfff, access, reason: 0, source: self.bdf }));
             }
             let rec = match (result, target) {
@@ -206,6 +208,7 @@ impl HmmAccel {
             }
             let t0 = cycles::now();
             let write = rec.access == Access::Write;
+            log::debug!("fault.begin accel={} va={:#x} access={} reason={:#x}", self.index, rec.addr, if write { "write" } else { "read" }, rec.reason);
             match binding.mm.fault(&binding.mirror, rec.addr, 1, write) {
                 Ok(out) => {
                     self.failed_pages.remove(&rec.addr);
@@ -213,12 +216,15 @@ impl HmmAccel {
                     self.stats.pages_populated += out.pages;
                     self.stats.fault_cycles += cycles::now().wrapping_sub(t0);
                     self.stats.replays += 1;
+                    log::debug!("fault.end accel={} va={:#x} result=resolved pages={} retries={}", self.index, rec.addr, out.pages, out.retries);
+                    log::debug!("replay accel={} iova={iova:#x} len={count}", self.index);
                 }
                 Err(e) => {
                     if self.failed_pages.len() < 4096 {
                         self.failed_pages.insert(e.addr & !0xfff);
                     }
                     self.stats.faults_failed += 1;
+                    log::debug!("fault.end accel={} va={:#x} result=failed why={:?}", self.index, e.addr, e.kind);
                     return Err(JobError::Fault { addr: e.addr, write, kind: e.kind });
                 }
             }

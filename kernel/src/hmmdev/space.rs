@@ -87,6 +87,7 @@ struct HmmListener {
 impl Listener for HmmListener {
     fn invalidate_start(&self, _: AspaceId, c: &Change, dirty: &mut Vec<u64>) {
         let (event, keep_exclusive) = event_of(c.kind);
+        log::debug!("inval kind={} event={event} range={:#x}..{:#x} mask={} keep_exclusive={keep_exclusive}", c.kind, c.range.start(), c.range.end(), match event.mask() { m if m.valid && m.write => "keep", m if m.valid => "read-only", _ => "invalid" });
         dirty.extend(self.mm.invalidate_start(c.range, event, keep_exclusive));
     }
     fn invalidate_end(&self, _: AspaceId, c: &Change) {

@@ -102,6 +102,8 @@ pub static COMMANDS: &[Command<World>] = &[
     Command { name: "exclusive", usage: "exclusive <accel> <addr> <len>", about: "give the device exclusive (atomic) access to a range", run: dev::exclusive },
     Command { name: "prefault", usage: "prefault <pid> <pages>", about: "device-fault prefault window (1 = off)", run: dev::prefault },
     Command { name: "walk", usage: "walk <pid> <addr>", about: "walk the CPU page table, each level decoded", run: view::walk },
+    Command { name: "walk2", usage: "walk2 <accel> <addr>", about: "CPU walk and device (VT-d) walk of one address, side by side", run: view::walk2 },
+    Command { name: "trace", usage: "trace on|events|off", about: "log every entry (on), every HMM event (events), or neither (off)", run: view::trace },
     Command { name: "mirror", usage: "mirror <accel> <addr> <pages>", about: "mirror snapshot: . none  r read  w write  d dirty  x exclusive  ! fault failed", run: view::mirror },
     Command { name: "stats", usage: "stats", about: "faults, retries, invalidations, IOTLB flushes, pages mirrored", run: view::stats },
 ];

@@ -1,7 +1,10 @@
-//! Console commands that look: page-table walks, mirror snapshots, stats.
+//! Console commands that look: page-table walks (the CPU's, and the CPU's
+//! beside the device's), mirror snapshots, stats, and the log level.
 
 use super::{pid, World};
 use crate::hmmdev::accels;
+use x86_64::structures::paging::PhysFrame;
+use x86_64::PhysAddr;
 use crate::shell::{fail, Args, Out, ShellError};
 use x86_64::structures::paging::PageTableFlags as F;
 
@@ -104,5 +107,155 @@ pub fn stats(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
         let s = p.iommu.lock().stats();
         let _ = writeln!(out, "VT-d: {} page-selective, {} domain, {} global IOTLB invalidations; {} context invalidations; {} faults recorded, {} overflows", s.page_invalidations, s.domain_invalidations, s.global_invalidations, s.context_invalidations, s.faults, s.overflows);
     }
+    Ok(())
+}
+
+/// Permission bits of a CPU entry, in words.
+fn cpu_perms(raw: u64) -> alloc::string::String {
+    let flags = F::from_bits_truncate(raw);
+    let mut s = alloc::string::String::new();
+    for (f, name) in [(F::PRESENT, "P"), (F::WRITABLE, "W"), (F::USER_ACCESSIBLE, "U"), (F::ACCESSED, "A"), (F::DIRTY, "D")] {
+        if flags.contains(f) {
+            s.push_str(name);
+            s.push(' ');
+        }
+    }
+    s.push_str(if flags.contains(F::NO_EXECUTE) { "NX" } else { "X" });
+    s
+}
+
+/// Permission bits of a VT-d second-level entry (bit 0 R, bit 1 W; HMM's
+/// software bits 52 dirty, 53 exclusive, which the IOMMU ignores).
+fn vtd_perms(raw: u64, leaf: bool) -> alloc::string::String {
+    let mut s = alloc::string::String::new();
+    s.push_str(if raw & 1 != 0 { "R" } else { "-" });
+    s.push_str(if raw & 2 != 0 { " W" } else { " -" });
+    if leaf && raw & (1 << 52) != 0 {
+        s.push_str(" dirty");
+    }
+    if leaf && raw & (1 << 53) != 0 {
+        s.push_str(" exclusive");
+    }
+    s
+}
+
+/// One entry of a VT-d table page, read through the direct map.
+fn read_entry(table: u64, index: usize) -> u64 {
+    let mut b = [0u8; 8];
+    crate::mm::direct::read_frame(PhysFrame::containing_address(PhysAddr::new(table)), index * 8, &mut b);
+    u64::from_le_bytes(b)
+}
+
+/// `walk2 <accel> <addr>`: the CPU's 4-level walk of the bound process and
+/// the device's VT-d second-level walk of the same address, level by level.
+/// Both tables split the 48-bit address the same way (9 bits a level), so
+/// the indices match; a mirrored page ends at the same frame on both sides,
+/// each with its own permissions.
+pub fn walk2(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let i = a.number("accel")?;
+    let addr = a.number("addr")?;
+    a.done()?;
+    if addr >= crate::mm::USER_END {
+        return Err(fail(alloc::format!("{addr:#x} is not a user address")));
+    }
+    let all = accels().map_err(fail)?;
+    let acc = all.get(i as usize).ok_or_else(|| fail(alloc::format!("no accelerator {i}")))?.lock();
+    let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{i} is not bound (bind <accel> <pid>)")))?;
+    let (id, p) = w
+        .procs
+        .iter()
+        .find(|(_, p)| alloc::sync::Arc::ptr_eq(&p.hmm.mm, &b.mm))
+        .ok_or_else(|| fail(alloc::format!("accel{i} mirrors a process the console no longer has")))?;
+    let root = b.mirror.root().as_u64();
+    let _ = writeln!(out, "walk of {addr:#x}: CPU = process {id} (CR3 -> PML4 at {:#x}) | accel{i} = VT-d {} (context entry -> SLPTPTR {root:#x}, the mirror table)", p.aspace.pml4().start_address().as_u64(), b.domain);
+    let _ = writeln!(out, "  level [idx]  {:<50} | VT-d entry          next/frame      perms", "CPU entry           next/frame      perms");
+    let cpu = p.aspace.walk_levels(addr);
+    let mut dev_table = Some(root);
+    let (mut cpu_frame, mut dev_frame) = (None, None);
+    for level in (1..=4u8).rev() {
+        let index = ((addr >> (12 + 9 * (level as u64 - 1))) & 0x1ff) as usize;
+        let leaf = level == 1;
+        let cpu_cell = match cpu.iter().find(|(l, _, _)| *l == level) {
+            Some(&(_, _, raw)) if raw & 1 != 0 => {
+                let next = raw & 0x000f_ffff_ffff_f000;
+                if leaf {
+                    cpu_frame = Some((next, raw));
+                }
+                alloc::format!("{raw:#018x}  -> {next:#012x}  {}", cpu_perms(raw))
+            }
+            Some(&(_, _, raw)) if raw != 0 && F::from_bits_truncate(raw).contains(F::BIT_9) => alloc::format!("{raw:#018x}  swapped out, slot {}", raw >> 12),
+            Some(&(_, _, raw)) => alloc::format!("{raw:#018x}  (not present)"),
+            None => alloc::string::String::from("-"),
+        };
+        let mut line = alloc::format!("  {} [{index:3}]  {cpu_cell:<50}", LEVEL_NAMES[level as usize]);
+        line.push_str(" | ");
+        match dev_table {
+            Some(table) => {
+                let raw = read_entry(table, index);
+                if raw & 3 == 0 {
+                    line.push_str(&alloc::format!("{raw:#018x}  (not present: a device access faults)"));
+                    dev_table = None;
+                } else {
+                    let next = raw & 0x0000_ffff_ffff_f000;
+                    line.push_str(&alloc::format!("{raw:#018x}  -> {next:#012x}  {}", vtd_perms(raw, leaf)));
+                    if leaf {
+                        dev_frame = Some((next, raw));
+                    }
+                    dev_table = Some(next);
+                }
+            }
+            None => line.push_str("-"),
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    match (cpu_frame, dev_frame) {
+        (Some((c, craw)), Some((d, draw))) if c == d => {
+            let cpu_w = craw & 2 != 0;
+            let dev_w = draw & 2 != 0;
+            let _ = writeln!(
+                out,
+                "  same frame {c:#x}: the CPU may {}, the device may {}{}",
+                if cpu_w { "read and write" } else { "read" },
+                if dev_w { "read and write" } else { "read" },
+                if dev_w && !cpu_w { " (!)" } else if cpu_w && !dev_w { " (the device's first write faults; HMM upgrades the entry)" } else { "" }
+            );
+        }
+        (Some((c, _)), Some((d, _))) => {
+            let _ = writeln!(out, "  different frames: CPU {c:#x}, device {d:#x} (a stale mirror entry?)");
+        }
+        (Some((c, _)), None) => {
+            let _ = writeln!(out, "  resident at {c:#x} for the CPU, not mirrored: the device's first access faults and HMM fills the entry");
+        }
+        (None, Some((d, _))) => {
+            let _ = writeln!(out, "  mirrored at {d:#x} but not resident for the CPU (!)");
+        }
+        (None, None) => {
+            let _ = writeln!(out, "  neither side maps it");
+        }
+    }
+    Ok(())
+}
+
+/// `trace on|events|off`: per-entry lines, HMM event lines, or back to the
+/// level the kernel booted with.
+pub fn trace(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let what = a.choice("on|events|off", &["on", "events", "off"], "on, events or off")?;
+    a.done()?;
+    let level = match what {
+        "on" => log::LevelFilter::Trace,
+        "events" => log::LevelFilter::Debug,
+        _ => crate::console::boot_level(),
+    };
+    crate::console::set_level(level);
+    let _ = writeln!(
+        out,
+        "log level {}: {}",
+        level,
+        match level {
+            log::LevelFilter::Trace => "every HMM event, and every entry set (mirror, CPU PTE) and DMA transfer",
+            log::LevelFilter::Debug => "one line per HMM event (device fault, round, invalidation, IOTLB command, replay)",
+            _ => "events off",
+        }
+    );
     Ok(())
 }
