@@ -346,9 +346,14 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
     }
 
     /// Read and clear every pending fault record (and the overflow flag).
+    /// The common case — nothing pending — costs one register read: the
+    /// records are read and decoded only when FSTS says one is there.
     pub fn take_faults(&mut self) -> Faults {
         let mut out = Faults::default();
         let fsts = self.regs.read32(FSTS);
+        if fsts & (FSTS_PPF | FSTS_CLEAR) == 0 {
+            return out;
+        }
         out.overflow = fsts & FSTS_PFO != 0;
         let (base, n) = (self.cap.fault_offset(), self.cap.fault_records());
         let first = ((fsts >> 8) & 0xff) as usize % n;
