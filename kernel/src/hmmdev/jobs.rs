@@ -89,7 +89,7 @@ impl HmmAccel {
                         // Beyond every process address: nothing to fault in.
                         return Err(JobError::Fault { addr: rec.addr, write, kind: DeviceFaultKind::Cpu(hmm::CpuFaultError::NoVma) });
                     }
-                    match binding.mm.fault(&binding.mirror, rec.addr, 1, write) {
+                    match binding.mirror.fault(rec.addr, 1, write) {
                         Ok(out) => {
                             self.failed_pages.remove(&rec.addr);
                             self.stats.faults_resolved += 1;

@@ -65,6 +65,7 @@ impl fmt::Display for JobError {
                     DeviceFaultKind::Released => "the process's mirror is gone",
                     DeviceFaultKind::TooManyRetries => "invalidations kept racing the fault",
                     DeviceFaultKind::NoTableMemory => "no memory for the mirror table",
+                    DeviceFaultKind::BadRange => "not a user range HMM can fault",
                 };
                 write!(f, "device {access} at {addr:#x} failed: {why}")
             }
@@ -182,6 +183,7 @@ impl HmmAccel {
             self.driver.set_domain(None);
             return Err(BindError::Iommu(e));
         }
+        self.driver.set_attached(mirror.id(), bdf);
         self.binding = Some(Binding { mm: process.mm.clone(), mirror, domain });
         Ok(())
     }

@@ -98,8 +98,8 @@ pub fn exclusive(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), Sh
     a.done()?;
     let r = hmm::VaRange::new(addr & !0xfff, (addr + len).next_multiple_of(4096)).map_err(fail)?;
     let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{} is not bound", acc.index())))?;
-    b.mm.take_exclusive(&b.mirror, r).map_err(fail)?;
-    let _ = writeln!(out, "accel{} holds {r} exclusively; the CPU's next write revokes it", acc.index());
+    b.mirror.take_exclusive(r).map_err(fail)?;
+    let _ = writeln!(out, "accel{} holds {r} exclusively; the CPU's next access revokes it", acc.index());
     Ok(())
 }
 
