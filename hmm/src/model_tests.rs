@@ -282,3 +282,24 @@ fn table_is_freed_only_after_the_driver_detached() {
 fn base_is_page_aligned() {
     assert!(BASE.is_multiple_of(4096));
 }
+
+/// Writable, clean neighbours of a device write are mirrored with the
+/// CPU's write access but stay clean: only the written page is dirty.
+#[test]
+fn device_write_dirties_exactly_the_written_page() {
+    let mut w = World::new(4);
+    map(&mut w, 8, 4);
+    for p in 8..12 {
+        w.apply(&Op::CpuRead(p)); // resident, writable, clean
+    }
+    w.apply(&Op::DevFault(0, 9, 1, true));
+    let entries = w.mirrors[0].entries(Space::range(0, PAGES));
+    assert_eq!(entries.len(), 4);
+    for (addr, l) in entries {
+        let p = (addr - BASE) / 4096;
+        assert!(l.write, "page {p}: the CPU allows write, so may the device");
+        assert_eq!(l.dirty, p == 9, "page {p}: dirty only if written");
+    }
+    assert!(w.space.st.lock().resident.values().all(|pg| !pg.dirty), "nothing dirty on the CPU side yet");
+    w.check();
+}
