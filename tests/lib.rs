@@ -5,6 +5,7 @@
 
 extern crate alloc;
 
+pub mod rules;
 pub mod scenarios;
 
 /// A small deterministic pseudo-random generator (xorshift64*), so stress

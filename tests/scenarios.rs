@@ -202,14 +202,12 @@ pub fn exclusive_access_revoked_by_cpu_write() {
     let r = p.aspace.mmap(None, 4096, rw(), false).unwrap();
     let (mut a0, mut a1) = (accels().unwrap()[0].lock(), accels().unwrap()[1].lock());
     assert_eq!(a1.read(r.start(), 4).unwrap(), [0; 4]);
-    let (mm, m0) = {
-        let b = a0.binding().unwrap();
-        (b.mm.clone(), b.mirror.clone())
-    };
-    mm.take_exclusive(&m0, VaRange::page_of(r.start()).unwrap()).unwrap();
+    let m0 = a0.binding().unwrap().mirror.clone();
+    m0.take_exclusive(VaRange::page_of(r.start()).unwrap()).unwrap();
     assert!(m0.get(r.start()).unwrap().exclusive);
-    assert!(!p.aspace.walk(r.start()).unwrap().writable, "the CPU lost write access");
-    assert!(a1.binding().unwrap().mirror.get(r.start()).is_none_or(|l| !l.write), "the other device cannot write");
+    assert!(p.aspace.walk(r.start()).is_none(), "the CPU lost access: its entry is non-present");
+    assert_eq!(p.aspace.exclusive_owner(r.start()), Some(m0.device().0), "and names the device");
+    assert!(a1.binding().unwrap().mirror.get(r.start()).is_none(), "the other device lost the page");
     a0.write(r.start(), b"atomic").unwrap();
     // The CPU writes: exclusivity is revoked first.
     p.aspace.copy_to_user(r.start() + 100, b"cpu").unwrap();

@@ -1,7 +1,9 @@
 //! What HMM needs from the CPU side: the address-space trait the kernel
 //! implements.
 
+use crate::mirror::DeviceId;
 use crate::VaRange;
+use alloc::vec::Vec;
 use core::fmt;
 use x86_64::PhysAddr;
 
@@ -39,7 +41,10 @@ impl fmt::Display for CpuFaultError {
 /// from inside (a write fault breaking COW does) — the retry protocol
 /// exists for exactly that.
 pub trait MirroredSpace: Send + Sync {
-    /// The page at `va` if resident (no fault taken).
+    /// The page at `va` if resident, as the CPU maps it — a pure read: no
+    /// fault is taken, nothing is allocated, swapped in, COW-broken or
+    /// marked dirty or accessed. A page held exclusively by a device (its
+    /// CPU entry is non-present) is not resident here.
     fn walk(&self, va: u64) -> Option<CpuPage>;
     /// Make `va` resident with CPU semantics: `write` breaks COW first, a
     /// swapped page comes back, and the result grants write only if the
@@ -49,6 +54,12 @@ pub trait MirroredSpace: Send + Sync {
     fn set_dirty(&self, va: u64);
     /// The mapping (VMA) around `va`, for prefault.
     fn extent(&self, va: u64) -> Option<VaRange>;
-    /// Remove CPU write access from `range` (a device takes exclusive access).
-    fn protect_for_exclusive(&self, range: VaRange);
+    /// `make_device_exclusive`: fault every page of `range` in for write
+    /// (CPU semantics; a page already held by `owner` stays as it is), then
+    /// — inside one `Event::Exclusive` notification naming `owner` — replace
+    /// each CPU entry by a non-present entry naming `owner`. Returns the
+    /// pages, in order. Any later CPU access to one of them (read or write)
+    /// revokes the device's access first (an invalidation of the page) and
+    /// restores the entry; so do fork, swap-out and migration.
+    fn make_exclusive(&self, range: VaRange, owner: DeviceId) -> Result<Vec<CpuPage>, CpuFaultError>;
 }

@@ -16,6 +16,10 @@ pub enum Event {
     Migrate,
     /// The range is unmapped.
     Munmap,
+    /// A device takes exclusive (atomic) access: the CPU entry becomes a
+    /// non-present exclusive entry and every other device loses the page
+    /// (the owner's own mirror is not notified: `MMU_NOTIFY_EXCLUSIVE`).
+    Exclusive,
     /// A device read fault populated entries.
     DeviceRfault,
     /// A device write fault populated entries.
@@ -45,7 +49,7 @@ impl Event {
     pub fn mask(self) -> PteMask {
         match self {
             Event::Fork | Event::IsDirty | Event::WriteProtect => PteMask::READ_ONLY,
-            Event::Migrate | Event::Munmap | Event::Release => PteMask::INVALID,
+            Event::Migrate | Event::Munmap | Event::Exclusive | Event::Release => PteMask::INVALID,
             Event::DeviceRfault | Event::DeviceWfault => PteMask::KEEP,
         }
     }
@@ -59,6 +63,7 @@ impl fmt::Display for Event {
             Event::WriteProtect => "WRITE_PROTECT",
             Event::Migrate => "MIGRATE",
             Event::Munmap => "MUNMAP",
+            Event::Exclusive => "EXCLUSIVE",
             Event::DeviceRfault => "DEVICE_RFAULT",
             Event::DeviceWfault => "DEVICE_WFAULT",
             Event::Release => "RELEASE",

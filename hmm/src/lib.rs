@@ -9,8 +9,9 @@
 //!   layout is a parameter, so an IOMMU can walk it directly);
 //! * [`mirror`]: devices, mirrors, and the driver's `update` callback with
 //!   the event → action table;
-//! * [`mm`]: per-address-space state — invalidation with the sequence-count
-//!   retry protocol, device faults with prefault, exclusive access;
+//! * [`mm`]: per-address-space state — mirrors, invalidation;
+//! * [`interval`]: per-interval sequence counts (the retry protocol);
+//! * [`fault`]: device faults (honest prefault) and exclusive access;
 //! * [`cpu`]: the address-space trait the kernel implements;
 //! * [`event`]: events and their masks (`new = old & mask`).
 //!
@@ -23,8 +24,9 @@
 //!   change PTEs, flush TLB    ─► Mm::invalidate_end
 //!   free old frames
 //!
-//!   device touches a page ─► IOMMU fault ─► Mm::fault ─► space.fault_in (CPU semantics)
-//!                                                    ─► populate mirror (retry on race)
+//!   device touches a page ─► IOMMU fault ─► Mirror::fault ─► space.fault_in (those pages only)
+//!                                                        ─► space.walk (neighbours, no change)
+//!                                                        ─► populate mirror (retry on race)
 //!                                          ◄── replay the transfer
 //! ```
 #![no_std]
@@ -33,6 +35,8 @@ extern crate alloc;
 
 pub mod cpu;
 pub mod event;
+pub mod fault;
+pub(crate) mod interval;
 pub mod mirror;
 pub mod mm;
 pub mod pt;
@@ -40,9 +44,11 @@ pub mod range;
 
 pub use cpu::{CpuFaultError, CpuPage, MirroredSpace};
 pub use event::{Event, PteMask};
-pub use mirror::{Device, DeviceDriver, DeviceId, Mirror, MirrorId, Update};
-pub use mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, StatsSnapshot};
+pub use mirror::{Detached, Device, DeviceDriver, DeviceId, Mirror, MirrorId, Update};
+pub use mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, PrefaultPolicy, StatsSnapshot, MAX_FAULT_PAGES};
 pub use range::{BadRange, VaRange, PAGE, USER_END};
 
 #[cfg(test)]
 mod model;
+#[cfg(test)]
+mod model_tests;

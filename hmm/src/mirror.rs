@@ -21,18 +21,29 @@
 //! | FORK, ISDIRTY, WRITE_PROTECT   | remove write permission from device PTEs (an IOMMU device: flush the IOTLB for the range); dirty state was reported by HMM before the entries changed |
 //! | MIGRATE                        | make device PTEs invalid (flush); dirty reported; the range stays valid — new pages will back it and the device faults them in |
 //! | MUNMAP                         | the same, and the driver may free its resources for the range |
-//! | RELEASE                        | the mirror is going away: drop everything for it |
+//! | EXCLUSIVE                      | another device takes exclusive access: make device PTEs invalid (flush); the owner's own mirror is not called |
+//! | RELEASE                        | the mirror is going away: drop everything for it (always called, even for a mirror with no user entries) |
 //! | DEVICE_RFAULT, DEVICE_WFAULT   | read the mirror entries and write them to the device (an IOMMU device walks the mirror table itself: flush only if `replaced`, i.e. an existing entry was upgraded) |
 //!
 //! When `update` returns, the device holds no translation of the range it
 //! could use without faulting again; only then does HMM free table nodes
 //! and the kernel reuse frames.
+//!
+//! # Dropping a mirror's table
+//!
+//! The table is the device's own (its IOMMU walks it), so freeing it while
+//! the device could still walk it would be a use-after-free by hardware.
+//! A mirror's table is freed only against a [`Detached`] token, which only
+//! the driver hands out ([`DeviceDriver::detach`], an `unsafe` promise):
+//! without it the nodes are leaked, never freed early.
 
 use crate::event::{Event, PteMask};
 use crate::pt::{EntryLayout, Leaf, PageTable, TableMemory};
 use crate::VaRange;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
+use crate::mm::{DeviceFaultError, FaultOutcome};
+use core::mem::ManuallyDrop;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use spin::Mutex;
 use x86_64::VirtAddr;
@@ -58,13 +69,38 @@ pub struct Update {
     pub replaced: bool,
 }
 
+/// The driver's word that a device can no longer reach a mirror's table:
+/// no context entry points at it and no cached translation or
+/// paging-structure entry of it survives. The mirror's table is freed only
+/// against this token.
+#[derive(Debug)]
+pub struct Detached {
+    mirror: MirrorId,
+}
+
+impl Detached {
+    /// # Safety
+    /// The device of `mirror` can no longer reach that mirror's table (it
+    /// was never attached to it, or it was detached and its caches flushed).
+    pub unsafe fn new(mirror: MirrorId) -> Detached {
+        Detached { mirror }
+    }
+
+    pub fn mirror(&self) -> MirrorId {
+        self.mirror
+    }
+}
+
 /// The device driver's side of HMM.
 pub trait DeviceDriver: Send + Sync {
     /// See the module docs for the event → action table.
     fn update(&self, update: &Update);
+    /// The mirror's table is about to be freed: make sure the device can no
+    /// longer reach it (detach it if it still is attached) and say so.
+    fn detach(&self, mirror: MirrorId) -> Detached;
 }
 
-/// A device registered with HMM.
+/// A registered device.
 pub struct Device {
     id: DeviceId,
     pub(crate) driver: Arc<dyn DeviceDriver>,
@@ -83,7 +119,7 @@ impl Device {
     }
 
     /// Unregister (`hmm_device_unregister`): every mirror of this device is
-    /// released — the driver hears RELEASE once per mirror with entries.
+    /// released — the driver hears RELEASE once per mirror.
     pub fn unregister(&self) {
         let mirrors: Vec<_> = core::mem::take(&mut *self.mirrors.lock());
         for m in mirrors.iter().filter_map(|w| w.upgrade()) {
@@ -97,19 +133,34 @@ pub(crate) trait MirrorControl: Send + Sync {
     fn release(&self);
 }
 
+/// A mirror's way back to the address space (`Mm`) that created it: the
+/// only way to fault into a mirror, so a fault always runs under its own
+/// address space's sequence counts.
+pub(crate) trait MirrorOwner<L: EntryLayout, M: TableMemory>: Send + Sync {
+    /// The mirror was released: leave the list, report what the device dirtied.
+    fn detach(&self, id: MirrorId, dirty: &[u64]);
+    /// Faults in flight on the mirror must not commit.
+    fn released(&self, id: MirrorId);
+    fn fault(&self, m: &Mirror<L, M>, addr: u64, pages: u64, write: bool) -> Result<FaultOutcome, DeviceFaultError>;
+    fn take_exclusive(&self, m: &Mirror<L, M>, range: VaRange) -> Result<(), DeviceFaultError>;
+}
+
 /// One device's mirror of one address space.
 pub struct Mirror<L: EntryLayout, M: TableMemory> {
     id: MirrorId,
     pub(crate) device: Arc<Device>,
-    pub(crate) table: Mutex<PageTable<L, M>>,
+    /// Freed only in `Drop`, against the driver's [`Detached`].
+    pub(crate) table: Mutex<ManuallyDrop<PageTable<L, M>>>,
+    /// Written under the table lock: a commit that holds the lock and sees
+    /// `true` finishes before the release clears the table.
     pub(crate) alive: AtomicBool,
-    /// Detaches it from its address space's mirror list.
-    pub(crate) owner: Mutex<Option<Weak<dyn crate::mm::MirrorList>>>,
+    /// The address space that created it (cleared on release).
+    pub(crate) owner: Mutex<Option<Weak<dyn MirrorOwner<L, M>>>>,
 }
 
 impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     pub(crate) fn new(device: Arc<Device>, table: PageTable<L, M>) -> Self {
-        Mirror { id: MirrorId(NEXT.fetch_add(1, Ordering::Relaxed)), device, table: Mutex::new(table), alive: AtomicBool::new(true), owner: Mutex::new(None) }
+        Mirror { id: MirrorId(NEXT.fetch_add(1, Ordering::Relaxed)), device, table: Mutex::new(ManuallyDrop::new(table)), alive: AtomicBool::new(true), owner: Mutex::new(None) }
     }
 
     pub fn id(&self) -> MirrorId {
@@ -123,6 +174,32 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// Whether the mirror still mirrors (not released).
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    fn owner(&self) -> Option<Arc<dyn MirrorOwner<L, M>>> {
+        self.owner.lock().clone().and_then(|w| w.upgrade())
+    }
+
+    /// Resolve a device fault on `pages` pages from `addr`
+    /// (`hmm_mirror_fault`), in this mirror's own address space: the pages
+    /// are faulted in with CPU semantics and the device's access;
+    /// neighbours up to the prefault window are mirrored from what the CPU
+    /// already maps (see `Mm`). Fails with `Released` once released.
+    pub fn fault(&self, addr: u64, pages: u64, write: bool) -> Result<FaultOutcome, DeviceFaultError> {
+        match self.owner() {
+            Some(o) => o.fault(self, addr, pages, write),
+            None => Err(DeviceFaultError { addr, write, kind: crate::mm::DeviceFaultKind::Released }),
+        }
+    }
+
+    /// Give this mirror's device exclusive (atomic) access to `range`
+    /// (`make_device_exclusive`): the CPU loses access first, then the
+    /// device's entries are written. Any CPU access revokes it.
+    pub fn take_exclusive(&self, range: VaRange) -> Result<(), DeviceFaultError> {
+        match self.owner() {
+            Some(o) => o.take_exclusive(self, range),
+            None => Err(DeviceFaultError { addr: range.start(), write: true, kind: crate::mm::DeviceFaultKind::Released }),
+        }
     }
 
     /// The table root (an IOMMU context entry points here).
@@ -157,7 +234,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
 
     /// `hmm_pte_set_dirty`: the device wrote page `va`.
     pub fn set_dirty(&self, va: u64) -> bool {
-        self.range_dirty(VaRange::page_of(va).expect("user page")) > 0
+        VaRange::page_of(va).is_ok_and(|r| self.range_dirty(r) > 0)
     }
 
     /// `hmm_mirror_range_dirty`: the device wrote (writable) pages in `range`.
@@ -169,17 +246,13 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
         up.changed
     }
 
-    /// Apply `mask` to `range`, collect dirty pages, tell the driver.
-    /// `skip_exclusive`: leave exclusive entries alone (their owner keeps
-    /// them while others are write-protected). Returns how many entries were
-    /// cleared, or `None` if nothing changed (the driver was not called).
-    pub(crate) fn invalidate(&self, event: Event, range: VaRange, skip_exclusive: bool, dirty: &mut Vec<u64>) -> Option<usize> {
+    /// Apply `event`'s mask to `range`, collect dirty pages, tell the
+    /// driver. Returns how many entries were cleared, or `None` if nothing
+    /// changed (the driver was not called).
+    pub(crate) fn invalidate(&self, event: Event, range: VaRange, dirty: &mut Vec<u64>) -> Option<usize> {
         let mask = event.mask();
         let mut t = self.table.lock();
         let up = t.update(range, |va, l| {
-            if skip_exclusive && l.exclusive {
-                return Some(l);
-            }
             let loses_write = l.write && !(mask.valid && mask.write);
             if l.dirty && loses_write {
                 dirty.push(va.as_u64());
@@ -197,20 +270,37 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
         t.release(up.retired);
         Some(up.cleared)
     }
-}
 
-impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
-    /// Drop every entry (RELEASE), report what the device dirtied to the
-    /// address space, and leave the address space's mirror list.
-    fn release_once(&self) {
+    /// RELEASE, table part: under the table lock, mark the mirror dead,
+    /// clear every user entry (dirty ones reported to `dirty`) and tell the
+    /// driver — always, even if the table held only private entries.
+    /// Returns false if it was already released.
+    pub(crate) fn release_table(&self, dirty: &mut Vec<u64>) -> bool {
+        let mut t = self.table.lock();
         if !self.alive.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let all = VaRange::new(0, crate::USER_END).expect("user range");
+        let up = t.update(all, |va, l| {
+            if l.dirty {
+                dirty.push(va.as_u64());
+            }
+            None
+        });
+        let event = Event::Release;
+        self.device.driver.update(&Update { mirror: self.id, event, range: all, mask: event.mask(), replaced: up.changed > 0 });
+        t.release(up.retired);
+        true
+    }
+
+    /// Release and leave the address space (reporting dirty pages to it).
+    fn release_once(&self) {
+        let mut dirty = Vec::new();
+        if !self.release_table(&mut dirty) {
             return;
         }
-        let owner = self.owner.lock().take().and_then(|w| w.upgrade());
-        let all = VaRange::new(0, crate::USER_END).expect("user range");
-        let mut dirty = Vec::new();
-        self.invalidate(Event::Release, all, false, &mut dirty);
-        if let Some(o) = owner {
+        if let Some(o) = self.owner.lock().take().and_then(|w| w.upgrade()) {
+            o.released(self.id);
             o.detach(self.id, &dirty);
         }
     }
@@ -223,10 +313,19 @@ impl<L: EntryLayout + Send + Sync, M: TableMemory + Send + Sync> MirrorControl f
 }
 
 impl<L: EntryLayout, M: TableMemory> Drop for Mirror<L, M> {
-    /// The owner frees on drop: a mirror dropped while live is released
-    /// (the driver hears RELEASE) before its table is freed.
+    /// A mirror dropped while live is released first (the driver hears
+    /// RELEASE); then the driver must say the device is detached before
+    /// the table is freed. A token for another mirror leaks the table.
     fn drop(&mut self) {
         self.release_once();
+        let proof = self.device.driver.detach(self.id);
+        if proof.mirror == self.id {
+            // SAFETY: dropped once, here; the driver vouched (`Detached`)
+            // that no device reaches the table any more.
+            unsafe { ManuallyDrop::drop(self.table.get_mut()) };
+        } else {
+            log::error!("mirror {:?}: the driver detached {:?} instead; its table is leaked, not freed", self.id, proof.mirror);
+        }
     }
 }
 

@@ -1,42 +1,37 @@
-//! HMM's state for one address space: its mirrors, the invalidation
-//! sequence count, device faults.
+//! HMM's state for one address space: its mirrors, the per-interval
+//! sequence counts, invalidation. Device faults and exclusive access are in
+//! [`crate::fault`].
 //!
 //! # Lock order
 //!
 //! ```text
-//!  address-space lock (kernel)  →  Mm::mirrors  →  Mirror::table
+//!  address-space lock (kernel)  →  Mm::mirrors  →  Mirror::table  →  (driver: IOMMU)
+//!  Mm::intervals and Mirror::owner are leaf locks (nothing is taken under them)
 //! ```
 //!
 //! Invalidations arrive with the address-space lock held (from the kernel's
-//! notifier) and take the other two. The fault path takes no HMM lock while
+//! notifier) and take the others. The fault path takes no HMM lock while
 //! it calls into the address space, and takes `Mirror::table` alone to
 //! commit — so the order is never reversed.
 //!
 //! # The retry protocol (Linux's `mmu_interval_read_begin` / `read_retry`)
 //!
-//! ```text
-//!  device fault                                invalidation (CPU side)
-//!  ────────────                                ───────────────────────
-//!  seq0 = read_begin()                         seq += 1   (start: odd)
-//!  for each page: space.fault_in()  ◄── may     for each mirror: lock table,
-//!     (no HMM lock held)                trigger     apply mask, driver.update
-//!  lock mirror table                            (IOTLB flushed), unlock
-//!  if seq != seq0: unlock, retry ──────────────seq += 1   (end: even)
-//!  populate entries, unlock
-//! ```
-//!
-//! An invalidation that overlaps the fault bumps `seq` before it touches
-//! any mirror; the fault commits only if `seq` is unchanged *while it holds
-//! the mirror lock*, and an invalidation needs that lock to apply. Either
-//! the fault commits first (and the invalidation then removes the entries)
-//! or it sees the bump and retries. So no entry survives an invalidation
-//! that has returned, and no entry is built from a translation the CPU side
-//! has since changed.
+//! Per interval (see [`crate::interval`]): a fault registers its window;
+//! an invalidation bumps the count of every overlapping interval before it
+//! touches any mirror table; the fault waits for overlapping invalidations
+//! in progress before doing any work, and commits only if its count is
+//! unchanged *while it holds the mirror's table lock* (and the mirror is
+//! alive: release clears `alive` under the same lock). Either the fault
+//! commits first (and the invalidation then removes the entries) or it
+//! sees the bump and retries. So no entry survives an invalidation that
+//! has returned, and no entry is built from a translation the CPU side has
+//! since changed.
 
 use crate::cpu::{CpuFaultError, MirroredSpace};
 use crate::event::Event;
-use crate::mirror::{Device, Mirror, MirrorControl, MirrorId, Update};
-use crate::pt::{EntryLayout, Leaf, OutOfTableMemory, PageTable, TableMemory};
+use crate::interval::Intervals;
+use crate::mirror::{Device, DeviceId, Mirror, MirrorControl, MirrorId, MirrorOwner};
+use crate::pt::{EntryLayout, OutOfTableMemory, PageTable, TableMemory};
 use crate::VaRange;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
@@ -80,9 +75,12 @@ pub enum DeviceFaultKind {
     Cpu(CpuFaultError),
     /// The mirror was released (device unregistered or process exited).
     Released,
-    /// Invalidations kept racing the fault.
+    /// Invalidations kept racing the fault (or one in progress did not end).
     TooManyRetries,
     NoTableMemory,
+    /// More pages than one fault may cover ([`MAX_FAULT_PAGES`]), or a
+    /// range that is not a user range.
+    BadRange,
 }
 
 impl fmt::Display for DeviceFaultError {
@@ -93,6 +91,7 @@ impl fmt::Display for DeviceFaultError {
             DeviceFaultKind::Released => write!(f, "device {access} at {:#x}: the mirror was released", self.addr),
             DeviceFaultKind::TooManyRetries => write!(f, "device {access} at {:#x}: invalidations kept racing the fault", self.addr),
             DeviceFaultKind::NoTableMemory => write!(f, "device {access} at {:#x}: no memory for the mirror table", self.addr),
+            DeviceFaultKind::BadRange => write!(f, "device {access} at {:#x}: not a user range of at most {MAX_FAULT_PAGES} pages", self.addr),
         }
     }
 }
@@ -105,21 +104,32 @@ pub struct FaultOutcome {
     pub retries: u64,
 }
 
-const MAX_RETRIES: u64 = 64;
+/// The most pages one fault or exclusive request may cover (its work is
+/// proportional to it).
+pub const MAX_FAULT_PAGES: u64 = 4096;
 
-/// The mirrors' way back to their address space.
-pub(crate) trait MirrorList: Send + Sync {
-    fn detach(&self, id: MirrorId, dirty: &[u64]);
+/// What prefault does with the neighbours of a faulting page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrefaultPolicy {
+    /// Mirror what the CPU already maps, with at most the CPU's access;
+    /// never allocate, COW-break, swap in or dirty (the default, like
+    /// Linux's `hmm_range_fault` for pages not asked for).
+    #[default]
+    Mirror,
+    /// Also read-fault absent neighbours in (demand-zero, swap-in) — a
+    /// populating prefetch like UVM's; still never COW-breaks or dirties.
+    Populate,
 }
 
 /// HMM for one address space, for mirrors with entry layout `L`.
 pub struct Mm<L: EntryLayout, M: TableMemory, S: MirroredSpace> {
-    space: Weak<S>,
-    seq: AtomicU64,
+    pub(crate) space: Weak<S>,
+    pub(crate) intervals: Intervals,
     mirrors: Mutex<Vec<Arc<Mirror<L, M>>>>,
     /// Prefault window in pages (1 = only the faulting pages).
     prefault: AtomicU64,
-    stats: Stats,
+    policy: Mutex<PrefaultPolicy>,
+    pub(crate) stats: Stats,
 }
 
 impl<L, M, S> Mm<L, M, S>
@@ -129,13 +139,13 @@ where
     S: MirroredSpace + 'static,
 {
     pub fn new(space: Weak<S>) -> Arc<Self> {
-        Arc::new(Mm { space, seq: AtomicU64::new(0), mirrors: Mutex::new(Vec::new()), prefault: AtomicU64::new(16), stats: Stats::default() })
+        Arc::new(Mm { space, intervals: Intervals::default(), mirrors: Mutex::new(Vec::new()), prefault: AtomicU64::new(16), policy: Mutex::new(PrefaultPolicy::Mirror), stats: Stats::default() })
     }
 
     /// Mirror this address space into `device`, with a table on `mem`.
     pub fn mirror(self: &Arc<Self>, device: &Arc<Device>, mem: M) -> Result<Arc<Mirror<L, M>>, OutOfTableMemory> {
         let m = Arc::new(Mirror::new(device.clone(), PageTable::new(mem)?));
-        let me: Arc<dyn MirrorList> = self.clone();
+        let me: Arc<dyn MirrorOwner<L, M>> = self.clone();
         *m.owner.lock() = Some(Arc::downgrade(&me));
         let ctl: Arc<dyn MirrorControl> = m.clone();
         device.mirrors.lock().push(Arc::downgrade(&ctl));
@@ -155,11 +165,19 @@ where
 
     /// Prefault window, in pages (1 disables prefault).
     pub fn set_prefault(&self, pages: u64) {
-        self.prefault.store(pages.max(1), Ordering::Relaxed);
+        self.prefault.store(pages.clamp(1, MAX_FAULT_PAGES), Ordering::Relaxed);
     }
 
     pub fn prefault(&self) -> u64 {
         self.prefault.load(Ordering::Relaxed)
+    }
+
+    pub fn set_prefault_policy(&self, p: PrefaultPolicy) {
+        *self.policy.lock() = p;
+    }
+
+    pub fn prefault_policy(&self) -> PrefaultPolicy {
+        *self.policy.lock()
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -178,127 +196,43 @@ where
     /// The CPU side is about to change `range`. Rewrites every mirror's
     /// entries per `event` and has each driver flush. Returns the pages the
     /// devices dirtied, which the caller (holding its own lock) marks dirty
-    /// before the change. With `keep_exclusive`, entries a device holds
-    /// exclusively are left alone (it is their owner taking exclusivity).
-    pub fn invalidate_start(&self, range: VaRange, event: Event, keep_exclusive: bool) -> Vec<u64> {
-        self.seq.fetch_add(1, Ordering::AcqRel);
+    /// before the change. `owner`: for `Event::Exclusive`, the device
+    /// taking exclusive access — its mirrors and its faults in flight are
+    /// left alone (`MMU_NOTIFY_EXCLUSIVE` with an owner).
+    pub fn invalidate_start(&self, range: VaRange, event: Event, owner: Option<DeviceId>) -> Vec<u64> {
+        let owner = owner.filter(|_| event == Event::Exclusive);
+        self.intervals.start(range, owner);
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
         let mut dirty = Vec::new();
-        let mirrors = self.mirrors.lock();
-        for m in mirrors.iter() {
-            if let Some(cleared) = m.invalidate(event, range, keep_exclusive, &mut dirty) {
-                self.stats.driver_updates.fetch_add(1, Ordering::Relaxed);
-                self.stats.pages_invalidated.fetch_add(cleared as u64, Ordering::Relaxed);
-            }
-        }
         if event == Event::Release {
             // The address space is going away: every mirror dies with it.
-            drop(mirrors);
-            for m in core::mem::take(&mut *self.mirrors.lock()) {
-                m.alive.store(false, Ordering::Release);
+            let all = core::mem::take(&mut *self.mirrors.lock());
+            for m in all {
+                if m.release_table(&mut dirty) {
+                    self.stats.driver_updates.fetch_add(1, Ordering::Relaxed);
+                }
                 m.owner.lock().take();
+                self.intervals.release(m.id());
+            }
+            return dirty;
+        }
+        let mirrors = self.mirrors.lock();
+        for m in mirrors.iter().filter(|m| Some(m.device()) != owner) {
+            if let Some(cleared) = m.invalidate(event, range, &mut dirty) {
+                self.stats.driver_updates.fetch_add(1, Ordering::Relaxed);
+                self.stats.pages_invalidated.fetch_add(cleared as u64, Ordering::Relaxed);
             }
         }
         dirty
     }
 
     /// The change is complete.
-    pub fn invalidate_end(&self, _range: VaRange, _event: Event) {
-        self.seq.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn space(&self) -> Result<Arc<S>, DeviceFaultKind> {
-        self.space.upgrade().ok_or(DeviceFaultKind::Released)
-    }
-
-    /// Resolve a device fault on `pages` pages from `addr` (`hmm_mirror_fault`):
-    /// fault the pages in on the CPU side with CPU semantics, and populate
-    /// the mirror — plus neighbouring pages of the same mapping, up to the
-    /// prefault window — with permissions never above the CPU's.
-    pub fn fault(&self, m: &Mirror<L, M>, addr: u64, pages: u64, write: bool) -> Result<FaultOutcome, DeviceFaultError> {
-        let err = |kind| DeviceFaultError { addr, write, kind };
-        let want = VaRange::pages_from(addr & !0xfff, pages.max(1)).map_err(|_| err(DeviceFaultKind::Cpu(CpuFaultError::NoVma)))?;
-        self.stats.faults.fetch_add(1, Ordering::Relaxed);
-        let space = self.space().map_err(err)?;
-        let window = self.window(&*space, want);
-        let mut retries = 0;
-        loop {
-            if !m.is_alive() {
-                return Err(err(DeviceFaultKind::Released));
-            }
-            let seq = self.seq.load(Ordering::Acquire);
-            log::debug!("fault.round va={addr:#x} window={:#x}..{:#x} round={}", window.start(), window.end(), retries + 1);
-            let mut leaves = Vec::with_capacity(window.pages() as usize);
-            for va in window.page_addrs() {
-                let needed = want.contains(va);
-                match space.fault_in(va, write) {
-                    Ok(p) => leaves.push((va, Leaf { addr: p.frame, write: write && p.writable, dirty: write && p.writable, exclusive: false })),
-                    Err(e) if needed => return Err(DeviceFaultError { addr: va, write, kind: DeviceFaultKind::Cpu(e) }),
-                    Err(_) => {} // a prefault neighbour that cannot be had: skip it
-                }
-            }
-            let mut t = m.table.lock();
-            if self.seq.load(Ordering::Acquire) != seq || seq % 2 == 1 {
-                drop(t);
-                retries += 1;
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                if retries > MAX_RETRIES {
-                    return Err(err(DeviceFaultKind::TooManyRetries));
-                }
-                continue;
-            }
-            let mut replaced = false;
-            for (va, mut leaf) in leaves.iter().copied() {
-                let at = crate::mirror::va(va);
-                if let Some(old) = t.get(at) {
-                    if old.addr == leaf.addr {
-                        leaf.write |= old.write;
-                        leaf.dirty |= old.dirty;
-                        leaf.exclusive = old.exclusive;
-                        if old == leaf {
-                            continue;
-                        }
-                    }
-                    replaced = true;
-                }
-                log::trace!("mirror.set va={va:#x} pa={:#x} write={}", leaf.addr.as_u64(), leaf.write);
-                t.set(at, leaf).map_err(|_| err(DeviceFaultKind::NoTableMemory))?;
-            }
-            self.stats.pages_mirrored.fetch_add(leaves.len() as u64, Ordering::Relaxed);
-            let event = if write { Event::DeviceWfault } else { Event::DeviceRfault };
-            m.device.driver.update(&Update { mirror: m.id(), event, range: window, mask: event.mask(), replaced });
-            return Ok(FaultOutcome { pages: leaves.len() as u64, retries });
-        }
-    }
-
-    /// The pages to fault: `want`, widened to the aligned prefault window
-    /// around it, within the mapping.
-    fn window(&self, space: &S, want: VaRange) -> VaRange {
-        let n = self.prefault().max(1) * crate::PAGE;
-        let Some(extent) = space.extent(want.start()) else { return want };
-        let start = (want.start() / n * n).max(extent.start());
-        let end = want.end().next_multiple_of(n).min(extent.end()).max(want.end());
-        VaRange::new(start, end).unwrap_or(want)
-    }
-
-    /// Give `m`'s device exclusive (atomic) access to `range`: the pages are
-    /// faulted in for write, the CPU loses write access (other mirrors are
-    /// write-protected through the resulting invalidation), and `m`'s
-    /// entries are marked exclusive. A later CPU write revokes it.
-    pub fn take_exclusive(&self, m: &Mirror<L, M>, range: VaRange) -> Result<(), DeviceFaultError> {
-        self.fault(m, range.start(), range.pages(), true)?;
-        {
-            let mut t = m.table.lock();
-            let up = t.update(range, |_, l| Some(Leaf { exclusive: true, ..l }));
-            t.release(up.retired);
-        }
-        let space = self.space().map_err(|kind| DeviceFaultError { addr: range.start(), write: true, kind })?;
-        space.protect_for_exclusive(range);
-        Ok(())
+    pub fn invalidate_end(&self, range: VaRange, _event: Event) {
+        self.intervals.end(range);
     }
 }
 
-impl<L, M, S> MirrorList for Mm<L, M, S>
+impl<L, M, S> MirrorOwner<L, M> for Mm<L, M, S>
 where
     L: EntryLayout + Send + Sync + 'static,
     M: TableMemory + Send + Sync + 'static,
@@ -311,5 +245,17 @@ where
                 space.set_dirty(va);
             }
         }
+    }
+
+    fn released(&self, id: MirrorId) {
+        self.intervals.release(id);
+    }
+
+    fn fault(&self, m: &Mirror<L, M>, addr: u64, pages: u64, write: bool) -> Result<FaultOutcome, DeviceFaultError> {
+        self.fault_mirror(m, addr, pages, write)
+    }
+
+    fn take_exclusive(&self, m: &Mirror<L, M>, range: VaRange) -> Result<(), DeviceFaultError> {
+        self.exclusive(m, range)
     }
 }

@@ -80,11 +80,11 @@ fn populate(pages: u64) -> Result<u64, &'static str> {
     let mut acc = accs[1].lock();
     acc.bind(&p.hmm).map_err(|_| "bind")?;
     let b = acc.binding().ok_or("bind")?;
-    let (c, res) = cycles::measure(|| b.mm.fault(&b.mirror, r.start(), pages, false));
+    let (c, res) = cycles::measure(|| b.mirror.fault(r.start(), pages, false));
     res.map_err(|_| "fault")?;
     // And the invalidation of exactly those pages (HMM + IOTLB only).
     let (ci, _) = cycles::measure(|| {
-        let dirty = b.mm.invalidate_start(VaRange::pages_from(r.start(), pages).unwrap(), hmm::Event::Migrate, false);
+        let dirty = b.mm.invalidate_start(VaRange::pages_from(r.start(), pages).unwrap(), hmm::Event::Migrate, None);
         b.mm.invalidate_end(VaRange::pages_from(r.start(), pages).unwrap(), hmm::Event::Migrate);
         dirty
     });

@@ -95,15 +95,7 @@ impl AddressSpace {
     /// Record that `addr` was written behind the CPU's back (by a device):
     /// sets the PTE's dirty bit, so swap-out rewrites the slot.
     pub fn set_dirty(&self, addr: u64) {
-        let mut inner = self.lock();
-        if let Ok(Some(e)) = inner.tables().entry(addr & !0xfff, false) {
-            if let Pte::Present { frame, flags } = Pte::decode(e) {
-                pte::set_present(e, frame, flags | F::DIRTY);
-            }
-        }
-        if let Some(slot) = inner.swap_cache.remove(&(addr & !0xfff)) {
-            SWAP.release(slot);
-        }
+        self.lock().mark_dirty(&[addr & !0xfff]);
     }
 }
 
@@ -134,20 +126,16 @@ impl Inner {
         }
         let va = addr & !0xfff;
         let write = access == Access::Write;
-        if write {
-            if let Some(i) = self.exclusive.iter().position(|r| r.contains(va)) {
-                // A device holds this page exclusively: the CPU's write
-                // revokes that first (the device's entries go away).
-                let r = self.exclusive.swap_remove(i);
-                self.change(id, Change { range: r, kind: ChangeKind::Revoke }, |_, _, _| {});
-            }
-        }
+        // A device holds the page exclusively: any access revokes that
+        // first (every device's entry goes) and restores the entry.
+        self.revoke_exclusive(id, hmm::VaRange::page_of(va).expect("user page"));
         if frames::stats().free < RECLAIM_LOW {
             // Frames run low: reclaim by the clock policy (never this page)
             // before taking one — the rare path, so the extra walk is fine.
             let needs_frame = match self.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
                 None | Some(Pte::None) | Some(Pte::Swapped { .. }) => true,
                 Some(Pte::Present { flags, .. }) => write && !flags.contains(F::WRITABLE),
+                Some(Pte::Exclusive { .. }) => false,
             };
             if needs_frame {
                 let freed = self.reclaim(id, RECLAIM_BATCH, Some(va));
@@ -204,6 +192,8 @@ impl Inner {
                     self.stats.cow_copies += 1;
                 }
             }
+            // Revoked above; only a stale view could get here.
+            Pte::Exclusive { .. } => return Err(err(AccessFailure::OutOfMemory)),
             Pte::Present { .. } => {
                 // Already resolved (e.g. a stale TLB entry): make sure the CPU sees it.
                 if self.active() {

@@ -21,6 +21,10 @@ impl AddressSpace {
         let child = AddressSpace::new()?;
         let mut parent = self.lock();
         let vmas: Vec<_> = parent.vmas.iter().collect();
+        // Exclusive access by a device ends before the pages are shared.
+        for v in &vmas {
+            parent.revoke_exclusive(self.id, v.range);
+        }
         {
             let mut c = child.lock();
             for v in &vmas {
@@ -45,7 +49,8 @@ impl AddressSpace {
                             SWAP.share(slot);
                             entries.push((va, Pte::Swapped { slot }));
                         }
-                        Pte::None => {}
+                        // Exclusive entries were revoked above, under this lock.
+                        Pte::None | Pte::Exclusive { .. } => {}
                     }
                 });
                 let mut c = child.lock();
@@ -61,7 +66,7 @@ impl AddressSpace {
                                     // SAFETY: the reference taken by `share_raw` above.
                                     Pte::Present { frame, .. } => drop(unsafe { Frame::from_raw(frame) }),
                                     Pte::Swapped { slot } => SWAP.release(slot),
-                                    Pte::None => {}
+                                    Pte::None | Pte::Exclusive { .. } => {}
                                 }
                             }
                             return Err(ForkError::NoMemory);
@@ -70,7 +75,7 @@ impl AddressSpace {
                     match p {
                         Pte::Present { frame, flags } => pte::set_present(e, frame, flags),
                         Pte::Swapped { slot } => pte::set_swapped(e, slot),
-                        Pte::None => {}
+                        Pte::None | Pte::Exclusive { .. } => {}
                     }
                 }
                 Ok(())

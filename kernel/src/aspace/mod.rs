@@ -36,6 +36,7 @@
 //! address space is loaded in CR3; if not, nothing is cached for it (CR3 is
 //! reloaded, which drops non-global entries, before it is used again).
 
+mod exclusive;
 mod fault;
 mod fork;
 pub mod notify;
@@ -104,8 +105,6 @@ pub(crate) struct Inner {
     listeners: Listeners,
     /// Resident pages whose swap slot still holds their (clean) contents.
     swap_cache: BTreeMap<u64, u64>,
-    /// Ranges a device holds exclusively (CPU write access removed).
-    exclusive: Vec<VaRange>,
     clock_hand: u64,
     stats: AspaceStats,
 }
@@ -268,7 +267,7 @@ impl AddressSpace {
         let tables = UserTables::new()?;
         Ok(Arc::new(AddressSpace {
             id: AspaceId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), exclusive: Vec::new(), clock_hand: 0, stats: AspaceStats::default() }),
+            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), clock_hand: 0, stats: AspaceStats::default() }),
         }))
     }
 
@@ -414,8 +413,10 @@ impl Inner {
         for &va in pages {
             let va = va & !0xfff;
             if let Ok(Some(e)) = self.tables().entry(va, false) {
-                if let Pte::Present { frame, flags } = Pte::decode(e) {
-                    pte::set_present(e, frame, flags | F::DIRTY);
+                match Pte::decode(e) {
+                    Pte::Present { frame, flags } => pte::set_present(e, frame, flags | F::DIRTY),
+                    Pte::Exclusive { frame, owner, .. } => pte::set_exclusive(e, frame, owner, true),
+                    _ => {}
                 }
             }
             if let Some(slot) = self.swap_cache.remove(&va) {
@@ -430,7 +431,7 @@ impl Inner {
         self.tables().for_each(r.start(), r.end(), &mut |va, e| {
             match Pte::decode(e) {
                 // SAFETY: a present user entry holds one frame reference.
-                Pte::Present { frame, .. } => released.push(Released::Frame(unsafe { Frame::from_raw(frame) })),
+                Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } => released.push(Released::Frame(unsafe { Frame::from_raw(frame) })),
                 Pte::Swapped { slot } => released.push(Released::Slot(slot)),
                 Pte::None => {}
             }
@@ -461,7 +462,7 @@ impl Drop for AddressSpace {
         let mut released = Vec::new();
         tables.destroy(&mut |_, e| match Pte::decode(e) {
             // SAFETY: a present user entry holds one frame reference.
-            Pte::Present { frame, .. } => released.push(Released::Frame(unsafe { Frame::from_raw(frame) })),
+            Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } => released.push(Released::Frame(unsafe { Frame::from_raw(frame) })),
             Pte::Swapped { slot } => released.push(Released::Slot(slot)),
             Pte::None => {}
         });

@@ -44,9 +44,11 @@ pub enum ChangeKind {
     /// Dirty bits were collected and cleared (write access removed for
     /// tracking).
     DirtyClear,
-    /// A device took exclusive access: CPU write access removed.
-    Exclusive,
-    /// A CPU write revokes a device's exclusive access to the page.
+    /// A device (`owner`, its HMM device id) takes exclusive access: the
+    /// CPU entries become non-present entries naming it.
+    Exclusive { owner: u32 },
+    /// A CPU access (or fork, swap-out, migration) revokes a device's
+    /// exclusive access: every device drops the pages, CPU entries return.
     Revoke,
     /// The address space is being destroyed.
     Exit,

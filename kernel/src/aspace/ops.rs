@@ -1,5 +1,4 @@
-//! Dirty/accessed harvesting, swap-out and reclaim, migration, and
-//! write-protection for a device's exclusive access.
+//! Dirty/accessed harvesting, swap-out and reclaim, migration.
 
 use super::pte::{self, Pte};
 use super::swap::SWAP;
@@ -83,6 +82,9 @@ impl AddressSpace {
             return Err(MigrateError::NotResident(addr));
         }
         let mut inner = self.lock();
+        if let Ok(r) = VaRange::page_of(va) {
+            inner.revoke_exclusive(self.id, r); // a device's exclusive access ends first
+        }
         let old = match inner.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
             Some(Pte::Present { frame, .. }) => frame,
             _ => return Err(MigrateError::NotResident(addr)),
@@ -107,29 +109,11 @@ impl AddressSpace {
         inner.stats.migrations += 1;
         Ok((old, new_frame))
     }
-
-    /// Remove CPU write access from `range` because a device takes
-    /// exclusive access (an `Exclusive` change). The next CPU write faults
-    /// and goes through the write-fault path, which revokes the device's
-    /// exclusivity via the listeners first.
-    pub fn write_protect_for_exclusive(&self, range: VaRange) {
-        let mut inner = self.lock();
-        inner.exclusive.push(range);
-        inner.change(self.id, Change { range, kind: ChangeKind::Exclusive }, |inner, tlb, _| {
-            inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
-                if let Pte::Present { frame, flags } = Pte::decode(e) {
-                    if flags.contains(F::WRITABLE) {
-                        pte::set_present(e, frame, flags & !F::WRITABLE);
-                        tlb.add(page(va));
-                    }
-                }
-            });
-        });
-    }
 }
 
 impl Inner {
     pub(super) fn swap_out(&mut self, id: super::AspaceId, range: VaRange) -> usize {
+        self.revoke_exclusive(id, range); // a device's exclusive access ends first
         let mut count = 0;
         self.change(id, Change { range, kind: ChangeKind::SwapOut }, |inner, tlb, released| {
             let mut pages = Vec::new();

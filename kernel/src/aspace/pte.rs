@@ -2,12 +2,15 @@
 //! entries, through the direct map. This module is where process page
 //! tables are written.
 //!
-//! A leaf entry is one of three things:
+//! A leaf entry is one of four things:
 //!
 //! ```text
-//!  present:  P=1  frame | flags (W, U, A, D, NX)      holds one frame reference
-//!  swapped:  P=0, bit 9 = 1, bits 12..51 = swap slot   holds one slot reference
-//!  none:     0
+//!  present:   P=1  frame | flags (W, U, A, D, NX)      holds one frame reference
+//!  swapped:   P=0, bit 9 = 1, bits 12..51 = swap slot   holds one slot reference
+//!  exclusive: P=0, bit 10 = 1, bits 12..51 = frame,     holds one frame reference;
+//!             bit 6 = dirty, owner device id in bits    a device has exclusive access
+//!             52..62 (low 11) and 1..5 (high 5)         (any CPU access faults → revoke)
+//!  none:      0
 //! ```
 
 use crate::mm::direct;
@@ -18,6 +21,10 @@ use x86_64::PhysAddr;
 
 /// The software bit that marks a swap entry.
 const SWAP: F = F::BIT_9;
+/// The software bit that marks a device-exclusive entry.
+const EXCLUSIVE: F = F::BIT_10;
+/// Owner ids an exclusive entry can name (16 bits).
+pub const MAX_EXCLUSIVE_OWNER: u32 = (1 << 16) - 1;
 /// Flags of intermediate (non-leaf) user entries.
 const TABLE_FLAGS: F = F::PRESENT.union(F::WRITABLE).union(F::USER_ACCESSIBLE);
 
@@ -27,6 +34,8 @@ pub enum Pte {
     None,
     Present { frame: PhysFrame, flags: F },
     Swapped { slot: u64 },
+    /// A device (`owner`) holds the page exclusively; the CPU has no access.
+    Exclusive { frame: PhysFrame, owner: u32, dirty: bool },
 }
 
 impl Pte {
@@ -36,6 +45,10 @@ impl Pte {
             Pte::Present { frame: PhysFrame::containing_address(e.addr()), flags }
         } else if flags.contains(SWAP) {
             Pte::Swapped { slot: e.addr().as_u64() >> 12 }
+        } else if flags.contains(EXCLUSIVE) {
+            let bits = flags.bits();
+            let owner = ((bits >> 52) & 0x7ff) as u32 | (((bits >> 1) & 0x1f) as u32) << 11;
+            Pte::Exclusive { frame: PhysFrame::containing_address(e.addr()), owner, dirty: flags.contains(F::DIRTY) }
         } else {
             Pte::None
         }
@@ -45,6 +58,18 @@ impl Pte {
 /// Write a present entry.
 pub fn set_present(e: &mut PageTableEntry, frame: PhysFrame, flags: F) {
     e.set_addr(frame.start_address(), flags | F::PRESENT | F::USER_ACCESSIBLE);
+}
+
+/// Write a device-exclusive entry (non-present). `owner` must be at most
+/// [`MAX_EXCLUSIVE_OWNER`].
+pub fn set_exclusive(e: &mut PageTableEntry, frame: PhysFrame, owner: u32, dirty: bool) {
+    assert!(owner <= MAX_EXCLUSIVE_OWNER, "exclusive owner id out of range");
+    let o = owner as u64;
+    let mut flags = F::from_bits_retain(((o & 0x7ff) << 52) | ((o >> 11) << 1)) | EXCLUSIVE;
+    if dirty {
+        flags |= F::DIRTY;
+    }
+    e.set_addr(frame.start_address(), flags);
 }
 
 /// Write a swap entry.

@@ -1,16 +1,30 @@
 //! The edu accelerator as an HMM device: its IOMMU domain *is* its
 //! mirror's page table (IOVA == process virtual address), so the update
 //! callback has one job — make the IOTLB forget what HMM just changed.
+//!
+//! `detach` is where the driver vouches (with `hmm::Detached`) that the
+//! device can no longer walk a mirror's table, so HMM may free it: if the
+//! device's context entry still points at that mirror, it is removed (and
+//! the context cache and IOTLB invalidated) first.
+//!
+//! Locks: `attached` is taken alone or before the IOMMU lock.
 
 use crate::platform;
 use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use devices::pci::Bdf;
 use devices::vtd::DomainId;
-use hmm::{DeviceDriver, Event, Update};
+use hmm::{Detached, DeviceDriver, Event, MirrorId, Update};
+use spin::Mutex;
 
 /// The driver of one edu.
 pub struct EduMirrorDriver {
     /// The domain id of the mirror currently attached (0 = none).
     domain: AtomicU16,
+    /// The mirror the device's context entry points at, and the device.
+    attached: Mutex<Option<(MirrorId, Bdf)>>,
+    /// Mirrors whose table was freed while the device still pointed at it
+    /// (detached here first): should stay 0 — unbind detaches before.
+    pub late_detaches: AtomicU64,
     /// IOTLB invalidation commands issued for HMM updates.
     pub iotlb_commands: AtomicU64,
     /// Updates received, and those that needed a flush.
@@ -20,11 +34,29 @@ pub struct EduMirrorDriver {
 
 impl EduMirrorDriver {
     pub fn new() -> Self {
-        EduMirrorDriver { domain: AtomicU16::new(0), iotlb_commands: AtomicU64::new(0), updates: AtomicU64::new(0), flushes: AtomicU64::new(0) }
+        EduMirrorDriver { domain: AtomicU16::new(0), attached: Mutex::new(None), late_detaches: AtomicU64::new(0), iotlb_commands: AtomicU64::new(0), updates: AtomicU64::new(0), flushes: AtomicU64::new(0) }
     }
 
     pub(super) fn set_domain(&self, d: Option<DomainId>) {
         self.domain.store(d.map_or(0, |d| d.0), Ordering::SeqCst);
+        if d.is_none() {
+            *self.attached.lock() = None;
+        }
+    }
+
+    /// Forget the domain and the attachment; returns the domain id if the
+    /// device was still attached (so the caller detaches it and frees the
+    /// id), `None` if `detach` already did.
+    pub(super) fn take_domain(&self) -> Option<DomainId> {
+        let mut attached = self.attached.lock();
+        let did = self.domain.swap(0, Ordering::SeqCst);
+        attached.take();
+        (did != 0).then_some(DomainId(did))
+    }
+
+    /// The device's context entry now points at `mirror`'s table.
+    pub(super) fn set_attached(&self, mirror: MirrorId, bdf: Bdf) {
+        *self.attached.lock() = Some((mirror, bdf));
     }
 }
 
@@ -58,5 +90,27 @@ impl DeviceDriver for EduMirrorDriver {
             }
             Err(e) => panic!("IOTLB invalidation failed: {e}: a device could keep a stale translation"),
         }
+    }
+
+    fn detach(&self, mirror: MirrorId) -> Detached {
+        let mut attached = self.attached.lock();
+        if let Some((_, bdf)) = attached.take_if(|(m, _)| *m == mirror) {
+            self.late_detaches.fetch_add(1, Ordering::Relaxed);
+            let did = self.domain.swap(0, Ordering::SeqCst);
+            if let Ok(p) = platform::init() {
+                let mut iommu = p.iommu.lock();
+                if let Err(e) = iommu.detach(bdf) {
+                    panic!("detaching {bdf:?} from mirror {mirror:?} failed: {e}: its table cannot be freed safely");
+                }
+                if did != 0 {
+                    iommu.free_domain_id(DomainId(did));
+                }
+            }
+        }
+        // SAFETY: the device's context entry does not point at this
+        // mirror's table: it never did, unbind removed it, or it was just
+        // removed above — each with the context cache and IOTLB invalidated
+        // (`Iommu::detach`).
+        unsafe { Detached::new(mirror) }
     }
 }

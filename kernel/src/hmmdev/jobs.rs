@@ -209,7 +209,7 @@ impl HmmAccel {
             let t0 = cycles::now();
             let write = rec.access == Access::Write;
             log::debug!("fault.begin accel={} va={:#x} access={} reason={:#x}", self.index, rec.addr, if write { "write" } else { "read" }, rec.reason);
-            match binding.mm.fault(&binding.mirror, rec.addr, 1, write) {
+            match binding.mirror.fault(rec.addr, 1, write) {
                 Ok(out) => {
                     self.failed_pages.remove(&rec.addr);
                     self.stats.faults_resolved += 1;
@@ -309,7 +309,7 @@ impl HmmAccel {
             return Err(SpanError::TooLong { len, max: MAX_EXCLUSIVE_PAGES * PAGE }.into());
         }
         let b = self.binding.as_ref().ok_or(JobError::NotBound)?;
-        b.mm.take_exclusive(&b.mirror, pages).map_err(|e| JobError::Fault { addr: e.addr, write: true, kind: e.kind })?;
+        b.mirror.take_exclusive(pages).map_err(|e| JobError::Fault { addr: e.addr, write: true, kind: e.kind })?;
         self.stats.jobs += 1;
         Ok(pages)
     }

@@ -80,6 +80,7 @@ impl fmt::Display for JobError {
                     DeviceFaultKind::Released => "the process's mirror is gone",
                     DeviceFaultKind::TooManyRetries => "invalidations kept racing the fault",
                     DeviceFaultKind::NoTableMemory => "no memory for the mirror table",
+                    DeviceFaultKind::BadRange => "not a user range HMM can fault",
                 };
                 write!(f, "device {access} at {addr:#x} failed: {why}")
             }
@@ -220,6 +221,7 @@ impl HmmAccel {
             process.mm.unmirror(&mirror);
             return Err(BindError::Iommu(e));
         }
+        self.driver.set_attached(mirror.id(), self.bdf);
         self.binding = Some(Binding { mm: process.mm.clone(), mirror, domain, bounce });
         Ok(())
     }
@@ -228,12 +230,16 @@ impl HmmAccel {
     /// faults), then the mirror is released.
     pub fn unbind(&mut self) {
         let Some(b) = self.binding.take() else { return };
-        if let Ok(p) = platform::init() {
-            let mut iommu = p.iommu.lock();
-            let _ = iommu.detach(self.bdf);
-            iommu.free_domain_id(b.domain);
+        // If the process exited first, its RELEASE already made the driver
+        // detach the device and give the domain id back: never twice (a
+        // domain id freed twice could tag two devices' IOTLB entries alike).
+        if let Some(domain) = self.driver.take_domain() {
+            if let Ok(p) = platform::init() {
+                let mut iommu = p.iommu.lock();
+                let _ = iommu.detach(self.bdf);
+                iommu.free_domain_id(domain);
+            }
         }
-        self.driver.set_domain(None);
         self.failed_pages.clear();
         b.mm.unmirror(&b.mirror);
         // `b` (with its bounce frame) is dropped only now: the device was

@@ -7,8 +7,8 @@
 //! | CowWriteProtect (fork)         | FORK            | read-only      |
 //! | CowBreak, SwapOut, Migrate     | MIGRATE         | invalid (refault finds the new frame) |
 //! | DirtyClear                     | ISDIRTY         | read-only, dirty reported |
-//! | Exclusive                      | WRITE_PROTECT   | read-only, except the exclusive holder's |
-//! | Revoke (CPU write)             | MIGRATE         | invalid, the holder's too |
+//! | Exclusive { owner }            | EXCLUSIVE       | invalid, except the owner's (not notified) |
+//! | Revoke (CPU access, fork, swap-out, migration of an exclusive page) | MIGRATE | invalid, the owner's too |
 //! | Exit                           | RELEASE         | all gone, mirrors dead |
 
 use crate::aspace::{self, Access, AccessFailure, AddressSpace, AspaceId, Change, ChangeKind, Listener};
@@ -16,7 +16,7 @@ use crate::platform::KernelTableMemory;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use devices::vtd::VtdLayout;
-use hmm::{CpuFaultError, CpuPage, Event, MirroredSpace, VaRange};
+use hmm::{CpuFaultError, CpuPage, DeviceId, Event, MirroredSpace, VaRange};
 use x86_64::PhysAddr;
 
 /// HMM state of one process: mirrors with VT-d layout tables.
@@ -59,23 +59,24 @@ impl MirroredSpace for KernelSpace {
         Some(self.aspace.upgrade()?.vma_at(va)?.range)
     }
 
-    fn protect_for_exclusive(&self, range: VaRange) {
-        if let Some(a) = self.aspace.upgrade() {
-            a.write_protect_for_exclusive(range);
-        }
+    fn make_exclusive(&self, range: VaRange, owner: DeviceId) -> Result<Vec<CpuPage>, CpuFaultError> {
+        let a = self.aspace.upgrade().ok_or(CpuFaultError::NoVma)?;
+        let pages = a.make_exclusive(range, owner.0).map_err(cpu_error)?;
+        Ok(pages.into_iter().map(|p| CpuPage { frame: p.frame.start_address(), writable: true }).collect())
     }
 }
 
-/// The HMM event a kernel change means, and whether exclusive entries stay.
-pub fn event_of(kind: ChangeKind) -> (Event, bool) {
+/// The HMM event a kernel change means, and the device exempt from it
+/// (the owner taking exclusive access).
+pub fn event_of(kind: ChangeKind) -> (Event, Option<DeviceId>) {
     match kind {
-        ChangeKind::Unmap => (Event::Munmap, false),
-        ChangeKind::Protect => (Event::WriteProtect, false),
-        ChangeKind::CowWriteProtect => (Event::Fork, false),
-        ChangeKind::CowBreak | ChangeKind::SwapOut | ChangeKind::Migrate | ChangeKind::Revoke => (Event::Migrate, false),
-        ChangeKind::DirtyClear => (Event::IsDirty, false),
-        ChangeKind::Exclusive => (Event::WriteProtect, true),
-        ChangeKind::Exit => (Event::Release, false),
+        ChangeKind::Unmap => (Event::Munmap, None),
+        ChangeKind::Protect => (Event::WriteProtect, None),
+        ChangeKind::CowWriteProtect => (Event::Fork, None),
+        ChangeKind::CowBreak | ChangeKind::SwapOut | ChangeKind::Migrate | ChangeKind::Revoke => (Event::Migrate, None),
+        ChangeKind::DirtyClear => (Event::IsDirty, None),
+        ChangeKind::Exclusive { owner } => (Event::Exclusive, Some(DeviceId(owner))),
+        ChangeKind::Exit => (Event::Release, None),
     }
 }
 
@@ -86,9 +87,9 @@ struct HmmListener {
 
 impl Listener for HmmListener {
     fn invalidate_start(&self, _: AspaceId, c: &Change, dirty: &mut Vec<u64>) {
-        let (event, keep_exclusive) = event_of(c.kind);
-        log::debug!("inval kind={} event={event} range={:#x}..{:#x} mask={} keep_exclusive={keep_exclusive}", c.kind, c.range.start(), c.range.end(), match event.mask() { m if m.valid && m.write => "keep", m if m.valid => "read-only", _ => "invalid" });
-        dirty.extend(self.mm.invalidate_start(c.range, event, keep_exclusive));
+        let (event, owner) = event_of(c.kind);
+        log::debug!("inval kind={} event={event} range={:#x}..{:#x} mask={}", c.kind, c.range.start(), c.range.end(), match event.mask() { m if m.valid && m.write => "keep", m if m.valid => "read-only", _ => "invalid" });
+        dirty.extend(self.mm.invalidate_start(c.range, event, owner));
     }
     fn invalidate_end(&self, _: AspaceId, c: &Change) {
         self.mm.invalidate_end(c.range, event_of(c.kind).0);

@@ -102,7 +102,7 @@ pub fn exclusive(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), Sh
     let (addr, len) = (a.number("addr")?, a.number("len")?);
     a.done()?;
     let r = acc.exclusive(addr, len).map_err(fail)?;
-    let _ = writeln!(out, "accel{} holds {r} exclusively; the CPU's next write revokes it", acc.index());
+    let _ = writeln!(out, "accel{} holds {r} exclusively; the CPU's next access revokes it", acc.index());
     Ok(())
 }
 

@@ -1,0 +1,121 @@
+//! Device-exclusive entries (Linux's `make_device_exclusive`): a device
+//! takes exclusive (atomic) access to pages, and the CPU loses access to
+//! them — their entries become non-present entries naming the device.
+//!
+//! ```text
+//!  make_exclusive(range, owner):
+//!    lock
+//!    each page: resolve for write (COW break, swap-in, demand-zero; a page
+//!               another device holds is revoked) — unless owner holds it
+//!    one Exclusive{owner} change over the range:   ← other devices drop the
+//!        Present{frame, flags} → Exclusive{frame, owner, dirty}    pages; the owner's
+//!                                                     mirror is exempt
+//!    unlock → HMM writes the owner's entries (if its interval is unchanged)
+//!
+//!  any CPU access to an exclusive page (read, write, exec — through
+//!  `resolve`), fork, swap-out, migration:
+//!    one Revoke change over the exclusive pages of the range   ← every device
+//!        Exclusive{frame, dirty} → Present{frame, VMA flags | dirty}  drops them
+//! ```
+//!
+//! munmap and exit release an exclusive entry's frame like a present one
+//! (their own notification already removes every device's entry). The state
+//! lives only in the entry: nothing else to keep in sync, nothing to leak.
+
+use super::fault::{Access, AccessError, AccessFailure, CpuPte};
+use super::pte::{self, Pte, MAX_EXCLUSIVE_OWNER};
+use super::{leaf_flags, page, AddressSpace, AspaceId, Change, ChangeKind, Inner};
+use crate::mm::frames;
+use alloc::vec::Vec;
+use hmm::VaRange;
+use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
+
+impl AddressSpace {
+    /// Give device `owner` exclusive access to `range` (see the module
+    /// docs). Returns the pages, in order.
+    pub fn make_exclusive(&self, range: VaRange, owner: u32) -> Result<Vec<CpuPte>, AccessError> {
+        let err = |addr, reason| AccessError { addr, access: Access::Write, reason };
+        if owner > MAX_EXCLUSIVE_OWNER {
+            return Err(err(range.start(), AccessFailure::Protection));
+        }
+        let mut inner = self.lock();
+        for va in range.page_addrs() {
+            if inner.exclusive_owner(va) != Some(owner) {
+                inner.resolve(self.id, va, Access::Write)?;
+            }
+        }
+        // Reclaim while resolving a later page may have evicted an earlier one.
+        let mut found = Vec::new();
+        for va in range.page_addrs() {
+            match inner.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
+                Some(Pte::Present { frame, flags }) if flags.contains(F::WRITABLE) => found.push((va, frame, flags.contains(F::DIRTY))),
+                Some(Pte::Exclusive { frame, owner: o, dirty }) if o == owner => found.push((va, frame, dirty)),
+                _ => return Err(err(va, AccessFailure::OutOfMemory)),
+            }
+        }
+        inner.change(self.id, Change { range, kind: ChangeKind::Exclusive { owner } }, |inner, tlb, _| {
+            for &(va, frame, _) in &found {
+                let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
+                // The listeners may just have reported the page dirty.
+                let dirty = match Pte::decode(e) {
+                    Pte::Present { flags, .. } => flags.contains(F::DIRTY),
+                    Pte::Exclusive { dirty, .. } => dirty,
+                    _ => false,
+                };
+                pte::set_exclusive(e, frame, owner, dirty);
+                tlb.add(page(va));
+            }
+        });
+        Ok(found.into_iter().map(|(_, frame, dirty)| CpuPte { frame, writable: true, dirty, accessed: true }).collect())
+    }
+
+    /// The device holding `addr` exclusively, if any.
+    pub fn exclusive_owner(&self, addr: u64) -> Option<u32> {
+        self.lock().exclusive_owner(addr & !0xfff)
+    }
+}
+
+impl Inner {
+    pub(super) fn exclusive_owner(&mut self, va: u64) -> Option<u32> {
+        match Pte::decode(self.tables().entry(va, false).ok()??) {
+            Pte::Exclusive { owner, .. } => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// Revoke every device-exclusive entry in `range` (one `Revoke` change
+    /// over the span they cover) and restore CPU access. Returns how many.
+    pub(super) fn revoke_exclusive(&mut self, id: AspaceId, range: VaRange) -> usize {
+        let mut held = Vec::new();
+        self.tables().for_each(range.start(), range.end(), &mut |va, e| {
+            if let Pte::Exclusive { .. } = Pte::decode(e) {
+                held.push(va);
+            }
+        });
+        let (Some(&first), Some(&last)) = (held.first(), held.last()) else { return 0 };
+        let span = VaRange::new(first, last + 4096).expect("user pages");
+        self.change(id, Change { range: span, kind: ChangeKind::Revoke }, |inner, _tlb, _| {
+            for &va in &held {
+                let prot = inner.vmas.find(va).map(|v| v.prot);
+                let e = inner.tables().entry(va, false).ok().flatten().expect("held");
+                // Read the entry now: a device's dirtiness was just reported.
+                if let Pte::Exclusive { frame, dirty, .. } = Pte::decode(e) {
+                    restore(e, frame, prot, dirty);
+                }
+            }
+            // Non-present → present: no TLB entry to flush.
+        });
+        held.len()
+    }
+}
+
+/// The present entry an exclusive one stood for: the area's protection,
+/// writable if the frame is not shared (it was made private when taken).
+fn restore(e: &mut x86_64::structures::paging::page_table::PageTableEntry, frame: PhysFrame, prot: Option<super::Prot>, dirty: bool) {
+    let prot = prot.unwrap_or(super::Prot::READ);
+    let mut flags = leaf_flags(prot, frames::refcount(frame) == 1) | F::ACCESSED;
+    if dirty {
+        flags |= F::DIRTY;
+    }
+    pte::set_present(e, frame, flags);
+}

@@ -1,0 +1,152 @@
+//! HMM's rules on the real device path (issue 10): honest prefault,
+//! exclusive access as Linux defines it, RELEASE and the detach token.
+//! Each is its own test kernel (`tests/hmm_rule_*.rs`).
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use hmm::VaRange;
+use kernel::aspace::{AddressSpace, Prot};
+use kernel::hmmdev::{accels, ProcessHmm};
+use kernel::mm::frames;
+
+struct Proc {
+    aspace: Arc<AddressSpace>,
+    hmm: ProcessHmm,
+}
+
+fn process() -> Proc {
+    let aspace = AddressSpace::new().unwrap();
+    let hmm = ProcessHmm::attach(&aspace);
+    Proc { aspace, hmm }
+}
+
+fn rw() -> Prot {
+    Prot::READ | Prot::WRITE
+}
+
+const PAGES: u64 = 16;
+
+/// After a fork, one device write to one page (16-page prefault): exactly
+/// one frame is consumed (the COW copy of that page), the other 15 pages
+/// stay shared with the child and clean, and the mirror holds them
+/// read-only and clean; exactly one mirror entry is dirty.
+pub fn fork_then_device_write_copies_one_page() {
+    let p = process();
+    let mut a = accels().unwrap()[0].lock();
+    a.bind(&p.hmm).unwrap();
+    assert_eq!(p.hmm.mm.prefault(), 16, "the default prefault window");
+    let r = p.aspace.mmap(None, PAGES * 4096, rw(), false).unwrap();
+    for (i, va) in r.page_addrs().enumerate() {
+        p.aspace.copy_to_user(va, &[i as u8 + 1; 8]).unwrap();
+    }
+    // The device reads page 0: the whole window is mirrored read-only.
+    assert_eq!(a.read(r.start(), 8).unwrap(), [1u8; 8]);
+    let mirror = a.binding().unwrap().mirror.clone();
+    assert_eq!(mirror.entries(r).len() as u64, PAGES, "prefault mirrored the resident neighbours");
+    p.aspace.harvest(r); // the CPU collects dirty state: all clean now
+    let child = p.aspace.fork().unwrap();
+    // Warm the kernel heap so only page frames move below.
+    drop(Vec::<u8>::with_capacity(64 * 1024));
+    let (free, stats) = (frames::stats().free, p.aspace.stats());
+    let target = r.start() + 3 * 4096;
+    a.write(target, b"device").unwrap();
+    let consumed = free - frames::stats().free;
+    let after = p.aspace.stats();
+    kernel::println!("frames consumed by one device write after fork: {consumed}; COW copies {}", after.cow_copies - stats.cow_copies);
+    assert_eq!(after.cow_copies - stats.cow_copies, 1, "exactly one COW copy");
+    assert_eq!(after.demand_zero, stats.demand_zero, "nothing demand-zeroed");
+    assert_eq!(consumed, 1, "exactly one frame consumed");
+    for (i, va) in r.page_addrs().enumerate() {
+        let (pc, cc) = (p.aspace.walk(va).unwrap(), child.walk(va).unwrap());
+        if va == target {
+            assert_ne!(pc.frame, cc.frame, "the written page was copied");
+            continue;
+        }
+        assert_eq!(pc.frame, cc.frame, "page {i} is still shared with the child");
+        assert!(!pc.writable && !pc.dirty, "page {i} is still COW-protected and clean on the CPU side");
+    }
+    let entries = mirror.entries(r);
+    let dirty: Vec<_> = entries.iter().filter(|(_, l)| l.dirty).map(|(va, _)| *va).collect();
+    assert_eq!(dirty, [target], "the device write marked exactly the written page dirty");
+    assert!(entries.iter().all(|(va, l)| *va == target || !l.write), "neighbours are mirrored read-only while COW-shared");
+    let mut b = [0u8; 6];
+    child.copy_from_user(target, &mut b).unwrap();
+    assert_eq!(&b, &[4u8; 6], "the child keeps the old data");
+    a.unbind();
+}
+
+/// A device read of one page of a fresh (never touched) mapping allocates
+/// one frame, not the whole prefault window.
+pub fn prefault_never_allocates_neighbours() {
+    let p = process();
+    let mut a = accels().unwrap()[0].lock();
+    a.bind(&p.hmm).unwrap();
+    let r = p.aspace.mmap(None, PAGES * 4096, rw(), false).unwrap();
+    p.aspace.copy_to_user(r.start() + 5 * 4096, b"x").unwrap();
+    assert_eq!(p.aspace.swap_out(VaRange::pages_from(r.start() + 5 * 4096, 1).unwrap()), 1);
+    let before = p.aspace.stats();
+    assert_eq!(a.read(r.start() + 2 * 4096, 4).unwrap(), [0u8; 4]);
+    let after = p.aspace.stats();
+    assert_eq!(after.demand_zero - before.demand_zero, 1, "only the page the device touched was demand-zeroed");
+    assert_eq!(after.swap_ins, before.swap_ins, "the swapped neighbour stayed in swap");
+    assert_eq!(a.binding().unwrap().mirror.entries(r).len(), 1, "absent neighbours are not mirrored");
+    a.unbind();
+}
+
+/// Exclusive access: the CPU entry becomes non-present naming the device,
+/// the other device loses the page, a CPU *read* revokes it; fork,
+/// swap-out and migration of an exclusive page revoke first.
+pub fn exclusive_any_cpu_access_revokes() {
+    let p = process();
+    let (mut a0, mut a1) = (accels().unwrap()[0].lock(), accels().unwrap()[1].lock());
+    a0.bind(&p.hmm).unwrap();
+    a1.bind(&p.hmm).unwrap();
+    let r = p.aspace.mmap(None, 4 * 4096, rw(), false).unwrap();
+    let page = VaRange::pages_from(r.start(), 1).unwrap();
+    let m0 = a0.binding().unwrap().mirror.clone();
+    let owner = m0.device().0;
+    assert_eq!(a1.read(r.start(), 4).unwrap(), [0u8; 4]);
+    m0.take_exclusive(page).unwrap();
+    assert_eq!(p.aspace.exclusive_owner(page.start()), Some(owner));
+    assert!(a1.binding().unwrap().mirror.get(page.start()).is_none(), "the other device lost the page");
+    a0.write(page.start(), b"atomic").unwrap();
+    // A CPU read revokes.
+    let mut b = [0u8; 6];
+    p.aspace.copy_from_user(page.start(), &mut b).unwrap();
+    assert_eq!(&b, b"atomic");
+    assert_eq!(p.aspace.exclusive_owner(page.start()), None, "a CPU read revoked it");
+    assert!(m0.get(page.start()).is_none(), "and the device's entry is gone");
+    assert!(p.aspace.walk(page.start()).unwrap().dirty, "the device's write reached the CPU's dirty bit");
+    // Fork, swap-out, migration, munmap revoke first.
+    for what in ["fork", "swap-out", "migrate", "munmap"] {
+        m0.take_exclusive(page).unwrap();
+        assert!(m0.get(page.start()).unwrap().exclusive, "{what}: taken");
+        let _child;
+        match what {
+            "fork" => _child = p.aspace.fork().unwrap(),
+            "swap-out" => assert_eq!(p.aspace.swap_out(page), 1),
+            "migrate" => drop(p.aspace.migrate(page.start()).unwrap()),
+            _ => p.aspace.munmap(page.start(), 4096).unwrap(),
+        }
+        assert_eq!(p.aspace.exclusive_owner(page.start()), None, "{what} revoked exclusive access");
+        assert!(m0.get(page.start()).is_none(), "{what}: the device's entry is gone");
+        if what != "munmap" {
+            assert_eq!(a0.read(page.start(), 6).unwrap(), b"atomic", "{what}: the data survived");
+        }
+    }
+    a0.unbind();
+    a1.unbind();
+}
+
+/// RELEASE reaches the driver even for a mirror holding only its private
+/// bounce page; the driver detached the device before the table was freed
+/// (unbind does it first: no late detach was needed).
+pub fn release_reaches_the_driver() {
+    let p = process();
+    let mut a = accels().unwrap()[0].lock();
+    a.bind(&p.hmm).unwrap();
+    let updates = a.driver().updates.load(core::sync::atomic::Ordering::Relaxed);
+    a.unbind();
+    assert_eq!(a.driver().updates.load(core::sync::atomic::Ordering::Relaxed), updates + 1, "RELEASE for a mirror with no user entries");
+    assert_eq!(a.driver().late_detaches.load(core::sync::atomic::Ordering::Relaxed), 0, "unbind detached the device before the table went");
+    drop(p);
+}
