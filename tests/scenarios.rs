@@ -55,15 +55,15 @@ pub fn device_reads_cpu_written_data() {
     // The same through the device's queue: in order, one result each, a
     // failing job does not stop the next.
     use kernel::hmmdev::{Job, JobOutput};
-    let j1 = a.submit(Job::Copy { dst: r.start() + 8192, src: r.start() + 50, len: 10 });
-    let j2 = a.submit(Job::Read { src: 0x7000_0000_0000, len: 4 });
-    let j3 = a.submit(Job::Read { src: r.start() + 8192, len: 10 });
+    let j1 = a.submit(Job::Copy { dst: r.start() + 8192, src: r.start() + 50, len: 10 }).unwrap();
+    let j2 = a.submit(Job::Read { src: 0x7000_0000_0000, len: 4 }).unwrap();
+    let j3 = a.submit(Job::Read { src: r.start() + 8192, len: 10 }).unwrap();
     assert_eq!(a.queued(), 3);
     let done = a.run_queue();
-    assert_eq!(done.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [j1, j2, j3]);
-    assert_eq!(done[0].1, Ok(JobOutput::Done));
-    assert!(done[1].1.is_err(), "an unmapped address fails that job only");
-    assert_eq!(done[2].1, Ok(JobOutput::Data(data[..10].to_vec())));
+    assert_eq!(done.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(), [j1, j2, j3]);
+    assert_eq!(done[0].2, Ok(JobOutput::Done));
+    assert!(done[1].2.is_err(), "an unmapped address fails that job only");
+    assert_eq!(done[2].2, Ok(JobOutput::Data(data[..10].to_vec())));
     assert_eq!(a.queued(), 0);
     a.unbind();
 }

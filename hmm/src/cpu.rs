@@ -62,4 +62,15 @@ pub trait MirroredSpace: Send + Sync {
     /// revokes the device's access first (an invalidation of the page) and
     /// restores the entry; so do fork, swap-out and migration.
     fn make_exclusive(&self, range: VaRange, owner: DeviceId) -> Result<Vec<CpuPage>, CpuFaultError>;
+    /// What the CPU holds at `va`, read without changing anything (for
+    /// snapshots). The default knows only resident pages and mappings; a
+    /// kernel reports swapped, zero-page, no-access and exclusive pages too.
+    fn page_state(&self, va: u64) -> crate::snapshot::CpuPageState {
+        use crate::snapshot::CpuPageState;
+        match self.walk(va) {
+            Some(p) => CpuPageState::Present(p),
+            None if self.extent(va).is_some() => CpuPageState::Absent,
+            None => CpuPageState::Hole,
+        }
+    }
 }

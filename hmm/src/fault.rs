@@ -66,6 +66,9 @@ where
             return Err(err(DeviceFaultKind::BadRange));
         }
         let want = VaRange::pages_from(addr & !0xfff, pages.max(1)).map_err(|_| err(DeviceFaultKind::BadRange))?;
+        if write && m.read_only() {
+            return Err(err(DeviceFaultKind::ReadOnly));
+        }
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
         let space = self.space.upgrade().ok_or(err(DeviceFaultKind::Released))?;
         let window = self.window(&*space, want);
@@ -112,6 +115,10 @@ where
     /// Write `leaves` into `m` — under its table lock, only if it is alive
     /// and `reader` still has count `seq` — and tell the driver, also about
     /// a partial commit.
+    pub(crate) fn commit_leaves(&self, m: &Mirror<L, M>, range: VaRange, leaves: &[(u64, Leaf)], reader: &crate::interval::Reader<'_>, seq: u64, event: Event) -> Result<(), Result<(), DeviceFaultKind>> {
+        self.commit(m, range, leaves, reader, seq, event).map_err(|e| e.map(|Retry| ()))
+    }
+
     fn commit(&self, m: &Mirror<L, M>, range: VaRange, leaves: &[(u64, Leaf)], reader: &crate::interval::Reader<'_>, seq: u64, event: Event) -> Result<(), Result<Retry, DeviceFaultKind>> {
         let mut t = m.table.lock();
         if !m.alive.load(Ordering::Acquire) {
@@ -166,6 +173,9 @@ where
         let err = |kind| DeviceFaultError { addr: range.start(), write: true, kind };
         if range.is_empty() || range.pages() > MAX_FAULT_PAGES {
             return Err(err(DeviceFaultKind::BadRange));
+        }
+        if m.read_only() {
+            return Err(err(DeviceFaultKind::ReadOnly));
         }
         let space = self.space.upgrade().ok_or(err(DeviceFaultKind::Released))?;
         let reader = self.intervals.register(m.id(), m.device(), range);

@@ -41,10 +41,12 @@ pub mod mirror;
 pub mod mm;
 pub mod pt;
 pub mod range;
+pub mod snapshot;
 
 pub use cpu::{CpuFaultError, CpuPage, MirroredSpace};
 pub use event::{Event, PteMask};
-pub use mirror::{Detached, Device, DeviceDriver, DeviceId, Mirror, MirrorId, Update};
+pub use snapshot::{CpuPageState, PageView};
+pub use mirror::{Detached, Device, DeviceDriver, DeviceId, Mirror, MirrorAccess, MirrorId, Update};
 pub use mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, PrefaultPolicy, StatsSnapshot, MAX_FAULT_PAGES};
 pub use range::{BadRange, VaRange, PAGE, USER_END};
 

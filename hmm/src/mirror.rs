@@ -143,6 +143,8 @@ pub(crate) trait MirrorOwner<L: EntryLayout, M: TableMemory>: Send + Sync {
     fn released(&self, id: MirrorId);
     fn fault(&self, m: &Mirror<L, M>, addr: u64, pages: u64, write: bool) -> Result<FaultOutcome, DeviceFaultError>;
     fn take_exclusive(&self, m: &Mirror<L, M>, range: VaRange) -> Result<(), DeviceFaultError>;
+    fn snapshot(&self, m: &Mirror<L, M>, range: VaRange, f: &mut dyn FnMut(crate::snapshot::PageView)) -> Result<(), crate::mm::DeviceFaultKind>;
+    fn mirror_present(&self, m: &Mirror<L, M>, range: VaRange, write: bool) -> Result<u64, DeviceFaultError>;
 }
 
 /// One device's mirror of one address space.
@@ -156,11 +158,31 @@ pub struct Mirror<L: EntryLayout, M: TableMemory> {
     pub(crate) alive: AtomicBool,
     /// The address space that created it (cleared on release).
     pub(crate) owner: Mutex<Option<Weak<dyn MirrorOwner<L, M>>>>,
+    /// The most this mirror ever grants, whatever the CPU allows.
+    access: MirrorAccess,
+}
+
+/// What a mirror may ever grant its device (a binding's permission): never
+/// more than the CPU's, and never write for a read-only binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MirrorAccess {
+    ReadOnly,
+    ReadWrite,
 }
 
 impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
-    pub(crate) fn new(device: Arc<Device>, table: PageTable<L, M>) -> Self {
-        Mirror { id: MirrorId(NEXT.fetch_add(1, Ordering::Relaxed)), device, table: Mutex::new(ManuallyDrop::new(table)), alive: AtomicBool::new(true), owner: Mutex::new(None) }
+    pub(crate) fn new(device: Arc<Device>, table: PageTable<L, M>, access: MirrorAccess) -> Self {
+        Mirror { id: MirrorId(NEXT.fetch_add(1, Ordering::Relaxed)), device, table: Mutex::new(ManuallyDrop::new(table)), alive: AtomicBool::new(true), owner: Mutex::new(None), access }
+    }
+
+    /// The most this mirror grants.
+    pub fn access(&self) -> MirrorAccess {
+        self.access
+    }
+
+    /// Whether the device may only read through this mirror.
+    pub fn read_only(&self) -> bool {
+        self.access == MirrorAccess::ReadOnly
     }
 
     pub fn id(&self) -> MirrorId {

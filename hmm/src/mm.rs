@@ -81,6 +81,8 @@ pub enum DeviceFaultKind {
     /// More pages than one fault may cover ([`MAX_FAULT_PAGES`]), or a
     /// range that is not a user range.
     BadRange,
+    /// A write (or exclusive access) through a read-only mirror.
+    ReadOnly,
 }
 
 impl fmt::Display for DeviceFaultError {
@@ -92,6 +94,7 @@ impl fmt::Display for DeviceFaultError {
             DeviceFaultKind::TooManyRetries => write!(f, "device {access} at {:#x}: invalidations kept racing the fault", self.addr),
             DeviceFaultKind::NoTableMemory => write!(f, "device {access} at {:#x}: no memory for the mirror table", self.addr),
             DeviceFaultKind::BadRange => write!(f, "device {access} at {:#x}: not a user range of at most {MAX_FAULT_PAGES} pages", self.addr),
+            DeviceFaultKind::ReadOnly => write!(f, "device {access} at {:#x}: the device's binding is read-only", self.addr),
         }
     }
 }
@@ -144,7 +147,13 @@ where
 
     /// Mirror this address space into `device`, with a table on `mem`.
     pub fn mirror(self: &Arc<Self>, device: &Arc<Device>, mem: M) -> Result<Arc<Mirror<L, M>>, OutOfTableMemory> {
-        let m = Arc::new(Mirror::new(device.clone(), PageTable::new(mem)?));
+        self.mirror_with(device, mem, crate::mirror::MirrorAccess::ReadWrite)
+    }
+
+    /// A mirror that never grants more than `access` (a read-only binding:
+    /// device writes fail, entries are never writable).
+    pub fn mirror_with(self: &Arc<Self>, device: &Arc<Device>, mem: M, access: crate::mirror::MirrorAccess) -> Result<Arc<Mirror<L, M>>, OutOfTableMemory> {
+        let m = Arc::new(Mirror::new(device.clone(), PageTable::new(mem)?, access));
         let me: Arc<dyn MirrorOwner<L, M>> = self.clone();
         *m.owner.lock() = Some(Arc::downgrade(&me));
         let ctl: Arc<dyn MirrorControl> = m.clone();
@@ -257,5 +266,13 @@ where
 
     fn take_exclusive(&self, m: &Mirror<L, M>, range: VaRange) -> Result<(), DeviceFaultError> {
         self.exclusive(m, range)
+    }
+
+    fn snapshot(&self, m: &Mirror<L, M>, range: VaRange, f: &mut dyn FnMut(crate::snapshot::PageView)) -> Result<(), DeviceFaultKind> {
+        self.snapshot_mirror(m, range, f)
+    }
+
+    fn mirror_present(&self, m: &Mirror<L, M>, range: VaRange, write: bool) -> Result<u64, DeviceFaultError> {
+        self.mirror_present_in(m, range, write)
     }
 }

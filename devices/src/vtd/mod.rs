@@ -293,6 +293,13 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
         self.wait("IOTLB invalidation", || self.regs.read64(off + 8) & IOTLB_IVT == 0)
     }
 
+    /// Invalidate every IOTLB entry of domain `id` (domain-selective).
+    pub fn invalidate_domain(&mut self, id: DomainId) -> Result<(), IommuError> {
+        self.iotlb_invalidate(2, id.0, 0, 0)?;
+        self.stats.domain_invalidations += 1;
+        Ok(())
+    }
+
     /// Invalidate the IOTLB for `ranges` of domain `id`: page-selective
     /// commands with address masks, or one domain-wide command beyond
     /// [`DOMAIN_THRESHOLD`]. (HMM mirrors use this from their driver's

@@ -42,6 +42,7 @@ mod fork;
 pub mod notify;
 mod ops;
 mod pte;
+pub mod state;
 pub mod swap;
 mod uaccess;
 pub mod vma;

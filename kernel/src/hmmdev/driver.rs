@@ -1,27 +1,38 @@
-//! The edu accelerator as an HMM device: its IOMMU domain *is* its
-//! mirror's page table (IOVA == process virtual address), so the update
-//! callback has one job — make the IOTLB forget what HMM just changed.
+//! The edu accelerator as an HMM device: each of its contexts (one per bound
+//! process) has a mirror whose table *is* that context's VT-d domain (IOVA
+//! == process virtual address), so the update callback has one job — make
+//! the IOTLB forget what HMM just changed, in that context's domain.
 //!
-//! `detach` is where the driver vouches (with `hmm::Detached`) that the
-//! device can no longer walk a mirror's table, so HMM may free it: if the
-//! device's context entry still points at that mirror, it is removed (and
-//! the context cache and IOTLB invalidated) first.
+//! The driver owns the mirror → domain-id map of its device, and knows which
+//! context the device's context entry points at (`attached`). `detach` is
+//! where it vouches (with `hmm::Detached`) that the device can no longer
+//! walk a mirror's table, so HMM may free it: if the context entry still
+//! points at that mirror, it is removed (context cache and IOTLB
+//! invalidated) first; the domain id is given back exactly once — here, or
+//! by `HmmAccel` through [`EduMirrorDriver::take`], whichever comes first.
 //!
-//! Locks: `attached` is taken alone or before the IOMMU lock.
+//! Locks: `state` is taken alone or before the IOMMU lock.
 
 use crate::platform;
-use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use devices::pci::Bdf;
 use devices::vtd::DomainId;
 use hmm::{Detached, DeviceDriver, Event, MirrorId, Update};
 use spin::Mutex;
 
+#[derive(Default)]
+struct State {
+    /// Each live context's mirror and its domain id.
+    domains: Vec<(MirrorId, DomainId)>,
+    /// The mirror the device's context entry points at.
+    attached: Option<MirrorId>,
+}
+
 /// The driver of one edu.
 pub struct EduMirrorDriver {
-    /// The domain id of the mirror currently attached (0 = none).
-    domain: AtomicU16,
-    /// The mirror the device's context entry points at, and the device.
-    attached: Mutex<Option<(MirrorId, Bdf)>>,
+    bdf: Bdf,
+    state: Mutex<State>,
     /// Mirrors whose table was freed while the device still pointed at it
     /// (detached here first): should stay 0 — unbind detaches before.
     pub late_detaches: AtomicU64,
@@ -33,36 +44,42 @@ pub struct EduMirrorDriver {
 }
 
 impl EduMirrorDriver {
-    pub fn new() -> Self {
-        EduMirrorDriver { domain: AtomicU16::new(0), attached: Mutex::new(None), late_detaches: AtomicU64::new(0), iotlb_commands: AtomicU64::new(0), updates: AtomicU64::new(0), flushes: AtomicU64::new(0) }
+    pub fn new(bdf: Bdf) -> Self {
+        EduMirrorDriver { bdf, state: Mutex::new(State::default()), late_detaches: AtomicU64::new(0), iotlb_commands: AtomicU64::new(0), updates: AtomicU64::new(0), flushes: AtomicU64::new(0) }
     }
 
-    pub(super) fn set_domain(&self, d: Option<DomainId>) {
-        self.domain.store(d.map_or(0, |d| d.0), Ordering::SeqCst);
-        if d.is_none() {
-            *self.attached.lock() = None;
+    /// A new context: `mirror`'s table is domain `did`.
+    pub(super) fn add(&self, mirror: MirrorId, did: DomainId) {
+        self.state.lock().domains.push((mirror, did));
+    }
+
+    /// Forget a context; returns its domain id and whether the device's
+    /// context entry points at it (the caller detaches and frees), or
+    /// `None` if `detach` already did.
+    pub(super) fn take(&self, mirror: MirrorId) -> Option<(DomainId, bool)> {
+        let mut s = self.state.lock();
+        let i = s.domains.iter().position(|(m, _)| *m == mirror)?;
+        let (_, did) = s.domains.swap_remove(i);
+        let attached = s.attached == Some(mirror);
+        if attached {
+            s.attached = None;
         }
-    }
-
-    /// Forget the domain and the attachment; returns the domain id if the
-    /// device was still attached (so the caller detaches it and frees the
-    /// id), `None` if `detach` already did.
-    pub(super) fn take_domain(&self) -> Option<DomainId> {
-        let mut attached = self.attached.lock();
-        let did = self.domain.swap(0, Ordering::SeqCst);
-        attached.take();
-        (did != 0).then_some(DomainId(did))
+        Some((did, attached))
     }
 
     /// The device's context entry now points at `mirror`'s table.
-    pub(super) fn set_attached(&self, mirror: MirrorId, bdf: Bdf) {
-        *self.attached.lock() = Some((mirror, bdf));
+    pub(super) fn set_attached(&self, mirror: Option<MirrorId>) {
+        self.state.lock().attached = mirror;
     }
-}
 
-impl Default for EduMirrorDriver {
-    fn default() -> Self {
-        Self::new()
+    /// The mirror the device's context entry points at.
+    pub fn attached(&self) -> Option<MirrorId> {
+        self.state.lock().attached
+    }
+
+    /// The domain id of `mirror`'s context.
+    pub fn domain_of(&self, mirror: MirrorId) -> Option<DomainId> {
+        self.state.lock().domains.iter().find(|(m, _)| *m == mirror).map(|(_, d)| *d)
     }
 }
 
@@ -71,19 +88,20 @@ impl DeviceDriver for EduMirrorDriver {
     /// were already rewritten in the table the IOMMU walks, so for every
     /// event that changed a valid entry — FORK, ISDIRTY, WRITE_PROTECT,
     /// MIGRATE, MUNMAP, RELEASE, or a fault that upgraded an entry — the
-    /// IOTLB is invalidated for exactly the range (page-selective with
-    /// address masks, domain-wide beyond the threshold) before returning.
-    /// A fault that only added entries needs nothing (CAP.CM = 0).
+    /// IOTLB is invalidated for exactly the range, in that mirror's domain,
+    /// before returning. A fault that only added entries needs nothing
+    /// (CAP.CM = 0).
     fn update(&self, u: &Update) {
         self.updates.fetch_add(1, Ordering::Relaxed);
-        let did = self.domain.load(Ordering::SeqCst);
+        let did = self.domain_of(u.mirror);
         let needs_flush = u.replaced || !matches!(u.event, Event::DeviceRfault | Event::DeviceWfault);
-        log::debug!("mirror.update did={did} event={} range={:#x}..{:#x} replaced={} flush={}", u.event, u.range.start(), u.range.end(), u.replaced, did != 0 && needs_flush);
-        if did == 0 || !needs_flush {
+        log::debug!("mirror.update did={} event={} range={:#x}..{:#x} replaced={} flush={}", did.map_or(0, |d| d.0), u.event, u.range.start(), u.range.end(), u.replaced, did.is_some() && needs_flush);
+        let Some(did) = did else { return };
+        if !needs_flush {
             return;
         }
         let Ok(p) = platform::init() else { return };
-        match p.iommu.lock().invalidate_ranges(DomainId(did), &[(u.range.start(), u.range.end())]) {
+        match p.iommu.lock().invalidate_ranges(did, &[(u.range.start(), u.range.end())]) {
             Ok(r) => {
                 self.flushes.fetch_add(1, Ordering::Relaxed);
                 self.iotlb_commands.fetch_add(r.page_commands as u64 + r.domain_wide as u64, Ordering::Relaxed);
@@ -93,24 +111,26 @@ impl DeviceDriver for EduMirrorDriver {
     }
 
     fn detach(&self, mirror: MirrorId) -> Detached {
-        let mut attached = self.attached.lock();
-        if let Some((_, bdf)) = attached.take_if(|(m, _)| *m == mirror) {
+        if let Some((did, attached)) = self.take(mirror) {
             self.late_detaches.fetch_add(1, Ordering::Relaxed);
-            let did = self.domain.swap(0, Ordering::SeqCst);
             if let Ok(p) = platform::init() {
                 let mut iommu = p.iommu.lock();
-                if let Err(e) = iommu.detach(bdf) {
-                    panic!("detaching {bdf:?} from mirror {mirror:?} failed: {e}: its table cannot be freed safely");
+                if attached {
+                    if let Err(e) = iommu.detach(self.bdf) {
+                        panic!("detaching {} from mirror {mirror:?} failed: {e}: its table cannot be freed safely", self.bdf);
+                    }
+                } else {
+                    // Not in the context entry, but its translations may
+                    // still be cached: drop them before the table goes.
+                    let _ = iommu.invalidate_domain(did);
                 }
-                if did != 0 {
-                    iommu.free_domain_id(DomainId(did));
-                }
+                iommu.free_domain_id(did);
             }
         }
         // SAFETY: the device's context entry does not point at this
         // mirror's table: it never did, unbind removed it, or it was just
         // removed above — each with the context cache and IOTLB invalidated
-        // (`Iommu::detach`).
+        // (`Iommu::detach`, `Iommu::invalidate_domain`).
         unsafe { Detached::new(mirror) }
     }
 }

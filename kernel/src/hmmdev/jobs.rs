@@ -22,11 +22,15 @@
 //!    `UserPiece` (made only in this module, by cutting `UserSpan`s: within
 //!    one page, at most [`CHUNK`] bytes) or the bounce page. No integer IOVA is taken
 //!    from a caller, so no user number can name the bounce page.
-//! 3. The bounce page is owned by the binding (see `Binding`): a fresh
-//!    zeroed frame at `bind`, freed at `unbind` after the device is
-//!    detached and its IOTLB flushed. Nothing a device read for one process
-//!    is ever in a buffer the next binding's device can read.
-//! 4. The device's VT-d domain *is* the mirror table: it holds the mirror
+//! 3. The bounce page is owned by the context (see `Context`): a fresh
+//!    zeroed frame when the context is added, freed when it is removed,
+//!    after the device is detached or the context's IOTLB entries flushed.
+//!    Nothing a device read for one process is ever in a buffer another
+//!    context's device can read.
+//! 5. A job runs in one context: `activate` points the device's VT-d
+//!    context entry at that context's domain first (flushing the previous
+//!    context's IOTLB entries: QEMU keys them by requester id, not domain).
+//! 4. Each context's VT-d domain *is* its mirror table: it holds the mirror
 //!    entries HMM made from the process's own page table, and the bounce
 //!    page above the user half. Any other address faults in the IOMMU.
 //!
@@ -35,8 +39,11 @@
 //! Each job is cut into transfers that never cross a page of process
 //! memory, so a fault names one page. A transfer that the IOMMU refused
 //! (the fault record names this device) becomes an HMM device fault —
-//! resolved with CPU semantics (demand-zero, COW break, swap-in) and
-//! prefault — and the transfer is replayed. A fault HMM cannot resolve
+//! resolved with CPU semantics (demand-zero, COW break, swap-in) — and, in
+//! the same round, the rest of the job's range that the CPU already maps is
+//! mirrored too (`Mirror::mirror_present`: the driver knows the job's
+//! extent), so a job over present pages faults once. Then the transfer is
+//! replayed. A fault HMM cannot resolve
 //! fails the job with the address and the access; the device and the
 //! kernel carry on.
 //!
@@ -162,11 +169,21 @@ enum Target {
     Bounce(u16),
 }
 
+/// The pages from a fault at `addr` to the end of its job's `extent` (at
+/// most `hmm::MAX_FAULT_PAGES`): what one fault round may also mirror.
+fn mirror_window(addr: u64, extent: hmm::VaRange) -> hmm::VaRange {
+    let start = addr & !(PAGE - 1);
+    let end = extent.end().min(start.saturating_add(hmm::MAX_FAULT_PAGES * PAGE)).max(start);
+    hmm::VaRange::new(start, end).unwrap_or(extent)
+}
+
 impl HmmAccel {
     /// One DMA, with device faults resolved and the transfer replayed.
-    fn transfer(&mut self, dir: Direction, target: Target) -> Result<(), JobError> {
+    /// `extent`: the job's pages (the rest of them the CPU already has is
+    /// mirrored in the same fault round).
+    fn transfer(&mut self, dir: Direction, target: Target, extent: hmm::VaRange) -> Result<(), JobError> {
         let p = crate::platform::init().map_err(JobError::Platform)?;
-        let binding = self.binding.as_ref().ok_or(JobError::NotBound)?;
+        let mirror = self.binding().ok_or(JobError::NotBound)?.mirror.clone();
         let (iova, count) = match target {
             Target::User(u) => (u.iova, u.len),
             Target::Bounce(n) => (BOUNCE_IOVA, n),
@@ -176,7 +193,9 @@ impl HmmAccel {
         let access = if write { Access::Write } else { Access::Read };
         for _ in 0..=MAX_REPLAYS {
             let permitted = match target {
-                Target::User(_) => binding.mirror.get(iova).is_some_and(|l| l.write || !write),
+                // Reads always leave a fault record; only writes through a
+                // cached read-only entry vanish silently (see the module docs).
+                Target::User(_) => !write || mirror.get(iova).is_some_and(|l| l.write),
                 Target::Bounce(_) => true,
             };
             self.stats.transfers += 1;
@@ -191,7 +210,7 @@ impl HmmAccel {
             let rec = match (result, target) {
                 (Ok(()), Target::User(_)) => {
                     if write {
-                        binding.mirror.set_dirty(iova);
+                        mirror.set_dirty(iova);
                     }
                     return Ok(());
                 }
@@ -209,8 +228,18 @@ impl HmmAccel {
             let t0 = cycles::now();
             let write = rec.access == Access::Write;
             log::debug!("fault.begin accel={} va={:#x} access={} reason={:#x}", self.index, rec.addr, if write { "write" } else { "read" }, rec.reason);
-            match binding.mirror.fault(rec.addr, 1, write) {
+            let resolved = mirror.fault(rec.addr, 1, write).and_then(|out| {
+                // The same round: the rest of the job's pages the CPU has.
+                let rest = extent.intersect(&mirror_window(rec.addr, extent)).filter(|r| r.pages() > 1);
+                let more = match rest {
+                    Some(r) => mirror.mirror_present(r, write).unwrap_or(0),
+                    None => 0,
+                };
+                Ok(hmm::FaultOutcome { pages: out.pages + more, ..out })
+            });
+            match resolved {
                 Ok(out) => {
+                    self.stats.fault_rounds += 1;
                     self.failed_pages.remove(&rec.addr);
                     self.stats.faults_resolved += 1;
                     self.stats.pages_populated += out.pages;
@@ -232,8 +261,11 @@ impl HmmAccel {
         Err(JobError::Fault { addr: iova & !0xfff, write, kind: DeviceFaultKind::TooManyRetries })
     }
 
-    fn bounce_frame(&self) -> Result<x86_64::structures::paging::PhysFrame, JobError> {
-        self.binding.as_ref().map(|b| b.bounce.frame()).ok_or(JobError::NotBound)
+    /// The selected context's bounce page, with the device switched to
+    /// that context: every job starts here.
+    fn begin_job(&mut self) -> Result<x86_64::structures::paging::PhysFrame, JobError> {
+        self.activate()?;
+        self.binding().map(|b| b.bounce.frame()).ok_or(JobError::NotBound)
     }
 
     /// Read `len` bytes (1..=[`MAX_READ`]) of process memory at `src`
@@ -252,11 +284,12 @@ impl HmmAccel {
     /// Read a span through the device, handing the bytes to `sink` one
     /// transfer at a time (no buffer in proportion to the span).
     pub fn read_with(&mut self, span: UserSpan, mut sink: impl FnMut(&[u8])) -> Result<(), JobError> {
-        let bounce = self.bounce_frame()?;
+        let bounce = self.begin_job()?;
+        let extent = span.pages();
         let mut buf = [0u8; CHUNK as usize];
         for piece in span.pieces() {
-            self.transfer(Direction::ToDevice, Target::User(piece))?;
-            self.transfer(Direction::ToRam, Target::Bounce(piece.len))?;
+            self.transfer(Direction::ToDevice, Target::User(piece), extent)?;
+            self.transfer(Direction::ToRam, Target::Bounce(piece.len), extent)?;
             let chunk = &mut buf[..piece.len as usize];
             direct::read_frame(bounce, 0, chunk);
             sink(chunk);
@@ -268,15 +301,16 @@ impl HmmAccel {
     /// Write `data` into process memory at `dst` through the device.
     pub fn write(&mut self, dst: u64, data: &[u8]) -> Result<(), JobError> {
         let span = UserSpan::new(dst, data.len() as u64)?;
-        let bounce = self.bounce_frame()?;
+        let bounce = self.begin_job()?;
+        let extent = span.pages();
         let mut off = 0usize;
         for piece in span.pieces() {
             let n = piece.len as usize;
             // SAFETY: the bounce frame belongs to this binding; the device
             // reads it only during the transfers below.
             unsafe { direct::write_frame(bounce, 0, &data[off..off + n]) };
-            self.transfer(Direction::ToDevice, Target::Bounce(piece.len))?;
-            self.transfer(Direction::ToRam, Target::User(piece))?;
+            self.transfer(Direction::ToDevice, Target::Bounce(piece.len), extent)?;
+            self.transfer(Direction::ToRam, Target::User(piece), extent)?;
             off += n;
         }
         self.stats.jobs += 1;
@@ -288,14 +322,15 @@ impl HmmAccel {
     /// written out piece by piece (streamed: nothing in proportion to `len`).
     pub fn fill(&mut self, dst: u64, len: u64, byte: u8) -> Result<(), JobError> {
         let span = UserSpan::new(dst, len)?;
-        let bounce = self.bounce_frame()?;
+        let bounce = self.begin_job()?;
+        let extent = span.pages();
         // SAFETY: as in `write`.
         unsafe { direct::write_frame(bounce, 0, &[byte; CHUNK as usize]) };
-        self.transfer(Direction::ToDevice, Target::Bounce(CHUNK as u16))?;
+        self.transfer(Direction::ToDevice, Target::Bounce(CHUNK as u16), extent)?;
         for piece in span.pieces() {
             // A device→RAM transfer leaves the edu buffer as it was, faulted
             // and replayed or not: the pattern stays loaded.
-            self.transfer(Direction::ToRam, Target::User(piece))?;
+            self.transfer(Direction::ToRam, Target::User(piece), extent)?;
         }
         self.stats.jobs += 1;
         Ok(())
@@ -308,7 +343,7 @@ impl HmmAccel {
         if pages.pages() > MAX_EXCLUSIVE_PAGES {
             return Err(SpanError::TooLong { len, max: MAX_EXCLUSIVE_PAGES * PAGE }.into());
         }
-        let b = self.binding.as_ref().ok_or(JobError::NotBound)?;
+        let b = self.binding().ok_or(JobError::NotBound)?;
         b.mirror.take_exclusive(pages).map_err(|e| JobError::Fault { addr: e.addr, write: true, kind: e.kind })?;
         self.stats.jobs += 1;
         Ok(pages)
@@ -317,12 +352,13 @@ impl HmmAccel {
     /// Copy `len` bytes of process memory from `src` to `dst` on the device.
     pub fn copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), JobError> {
         let (s, d) = (UserSpan::new(src, len)?, UserSpan::new(dst, len)?);
+        self.begin_job()?;
         let mut done = 0;
         while done < len {
             let (sa, da) = (s.start + done, d.start + done);
             let n = (len - done).min(CHUNK).min(PAGE - sa % PAGE).min(PAGE - da % PAGE);
-            self.transfer(Direction::ToDevice, Target::User(UserPiece { iova: sa, len: n as u16 }))?;
-            self.transfer(Direction::ToRam, Target::User(UserPiece { iova: da, len: n as u16 }))?;
+            self.transfer(Direction::ToDevice, Target::User(UserPiece { iova: sa, len: n as u16 }), s.pages())?;
+            self.transfer(Direction::ToRam, Target::User(UserPiece { iova: da, len: n as u16 }), d.pages())?;
             done += n;
         }
         self.stats.jobs += 1;

@@ -41,7 +41,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use devices::edu::DmaRequestError;
 use devices::vtd::DomainId;
-use hmm::DeviceFaultKind;
+use hmm::{DeviceFaultKind, MirrorAccess};
 use crate::sync::{LockRank, RankedMutex};
 use devices::pci::Bdf;
 use spin::Once;
@@ -51,6 +51,10 @@ use spin::Once;
 pub enum JobError {
     /// The accelerator mirrors no process.
     NotBound,
+    /// No such context on this accelerator.
+    NoContext,
+    /// Switching the device to the job's context failed.
+    Iommu(devices::vtd::IommuError),
     /// The job's range was refused before the device was touched.
     Span(SpanError),
     /// No kernel memory for the job's result.
@@ -66,6 +70,8 @@ impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotBound => f.write_str("the accelerator is not bound to a process"),
+            Self::NoContext => f.write_str("no such context on this accelerator"),
+            Self::Iommu(e) => write!(f, "{e}"),
             Self::Span(e) => write!(f, "{e}"),
             Self::NoMemory => f.write_str("no kernel memory for the job's result"),
             Self::Platform(e) => write!(f, "devices unavailable: {e}"),
@@ -81,6 +87,7 @@ impl fmt::Display for JobError {
                     DeviceFaultKind::TooManyRetries => "invalidations kept racing the fault",
                     DeviceFaultKind::NoTableMemory => "no memory for the mirror table",
                     DeviceFaultKind::BadRange => "not a user range HMM can fault",
+                    DeviceFaultKind::ReadOnly => "the accelerator's binding to this process is read-only",
                 };
                 write!(f, "device {access} at {addr:#x} failed: {why}")
             }
@@ -100,6 +107,9 @@ pub enum BindError {
     Platform(&'static str),
     NoTableMemory,
     Iommu(devices::vtd::IommuError),
+    /// The process already has a context here.
+    AlreadyBound(ContextId),
+    TooManyContexts,
 }
 
 impl fmt::Display for BindError {
@@ -108,6 +118,8 @@ impl fmt::Display for BindError {
             Self::Platform(e) => write!(f, "devices unavailable: {e}"),
             Self::NoTableMemory => f.write_str("no memory for the mirror table"),
             Self::Iommu(e) => write!(f, "{e}"),
+            Self::AlreadyBound(id) => write!(f, "the process is already bound here ({id})"),
+            Self::TooManyContexts => write!(f, "an accelerator holds at most {MAX_CONTEXTS} contexts"),
         }
     }
 }
@@ -126,27 +138,62 @@ pub struct JobStats {
     pub pages_populated: u64,
     /// Cycles spent from a fault record to the replay (fault resolution).
     pub fault_cycles: u64,
+    /// Times the device's context entry was switched to another context.
+    pub context_switches: u64,
+    /// Device faults resolved (each a round: record → HMM → replay); per
+    /// job this is the figure a batched fault path keeps near 1.
+    pub fault_rounds: u64,
 }
 
-/// The process an accelerator mirrors.
-pub struct Binding {
+/// One context of an accelerator: a bound process, its own mirror, its own
+/// VT-d domain (the mirror's table), its permission and bounce page.
+pub struct Context {
+    pub id: ContextId,
     pub mm: Arc<KernelMm>,
     pub mirror: Arc<KernelMirror>,
     pub domain: DomainId,
-    /// This binding's bounce page (mapped at [`jobs::BOUNCE_IOVA`]): zeroed
+    /// This context's bounce page (mapped at [`jobs::BOUNCE_IOVA`]): zeroed
     /// at bind, freed after unbind has detached the device and flushed its
-    /// IOTLB — never shared with another binding.
+    /// IOTLB — never shared with another context.
     bounce: Frame,
 }
 
-/// One edu as an HMM device.
+/// The name an old single-binding API used for a context.
+pub type Binding = Context;
+
+/// A context's number on its accelerator (never reused while it lives).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContextId(pub u32);
+
+impl fmt::Display for ContextId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "context {}", self.0)
+    }
+}
+
+/// The most contexts one accelerator holds (each costs a domain, a mirror
+/// table and a bounce page).
+pub const MAX_CONTEXTS: usize = 8;
+
+/// One edu as an HMM device, with up to [`MAX_CONTEXTS`] contexts.
+///
+/// The edu has one requester id, so its VT-d context entry names one
+/// domain at a time: a job first makes its context the attached one
+/// (`activate`). On QEMU 7.2 a switch must also flush the previous
+/// domain's IOTLB entries — QEMU keys them by requester id and page, not by
+/// domain id, so they would otherwise be used by the next context (the
+/// VT-d spec tags them by domain; QEMU does not check). `Iommu::attach`
+/// does both; `stats.context_switches` counts them.
 pub struct HmmAccel {
     index: usize,
     device: Arc<hmm::Device>,
     driver: Arc<EduMirrorDriver>,
     /// The edu's PCI address (its VT-d source id), fixed at start-up.
     bdf: Bdf,
-    binding: Option<Binding>,
+    contexts: Vec<Context>,
+    /// The context jobs run on (`select`); the newest after a bind.
+    selected: Option<ContextId>,
+    next_context: u32,
     queue: queue::JobQueue,
     /// Pages whose last device fault could not be resolved (for the
     /// console's mirror snapshot); bounded.
@@ -163,10 +210,13 @@ pub fn accels() -> Result<&'static [RankedMutex<HmmAccel>], &'static str> {
             let p = platform::init()?;
             (0..p.accels.len())
                 .map(|index| {
-                    let driver = Arc::new(EduMirrorDriver::new());
-                    let device = hmm::Device::register(driver.clone());
                     let bdf = p.accels[index].lock().bdf();
-                    Ok(RankedMutex::new(LockRank::HmmAccel, HmmAccel { index, device, driver, bdf, binding: None, queue: queue::JobQueue::default(), failed_pages: Default::default(), stats: JobStats::default() }))
+                    let driver = Arc::new(EduMirrorDriver::new(bdf));
+                    let device = hmm::Device::register(driver.clone());
+                    Ok(RankedMutex::new(
+                        LockRank::HmmAccel,
+                        HmmAccel { index, device, driver, bdf, contexts: Vec::new(), selected: None, next_context: 0, queue: queue::JobQueue::default(), failed_pages: Default::default(), stats: JobStats::default() },
+                    ))
                 })
                 .collect()
         })
@@ -184,8 +234,29 @@ impl HmmAccel {
         &self.driver
     }
 
-    pub fn binding(&self) -> Option<&Binding> {
-        self.binding.as_ref()
+    /// The selected context (the one jobs run on), if any.
+    pub fn binding(&self) -> Option<&Context> {
+        let id = self.selected?;
+        self.contexts.iter().find(|c| c.id == id)
+    }
+
+    /// Every context, oldest first.
+    pub fn contexts(&self) -> &[Context] {
+        &self.contexts
+    }
+
+    /// The context of `process` on this accelerator, if bound.
+    pub fn context_of(&self, process: &ProcessHmm) -> Option<ContextId> {
+        self.contexts.iter().find(|c| Arc::ptr_eq(&c.mm, &process.mm)).map(|c| c.id)
+    }
+
+    /// Make `id` the context jobs run on.
+    pub fn select(&mut self, id: ContextId) -> Result<(), JobError> {
+        if !self.contexts.iter().any(|c| c.id == id) {
+            return Err(JobError::NoContext);
+        }
+        self.selected = Some(id);
+        Ok(())
     }
 
     /// Whether the last device fault on `page` failed.
@@ -193,57 +264,100 @@ impl HmmAccel {
         self.failed_pages.contains(&(page & !0xfff))
     }
 
-    /// Mirror `process` on this device: a new mirror (its table becomes
-    /// the device's VT-d domain) replaces any previous binding.
+    /// The single-context shorthand: every other context is removed, and
+    /// `process` becomes the only one, read-write, selected.
     pub fn bind(&mut self, process: &ProcessHmm) -> Result<(), BindError> {
         self.unbind();
+        self.add_context(process, MirrorAccess::ReadWrite).map(|_| ())
+    }
+
+    /// Add a context for `process` with `access` (never more than the
+    /// CPU's), and select it. The device's context entry is switched to it
+    /// when a job first runs on it.
+    pub fn add_context(&mut self, process: &ProcessHmm, access: MirrorAccess) -> Result<ContextId, BindError> {
+        if let Some(id) = self.context_of(process) {
+            return Err(BindError::AlreadyBound(id));
+        }
+        if self.contexts.len() >= MAX_CONTEXTS {
+            return Err(BindError::TooManyContexts);
+        }
         let p = platform::init().map_err(BindError::Platform)?;
         let bounce = frames::alloc_zeroed().map_err(|_| BindError::NoTableMemory)?;
-        let mirror = process.mm.mirror(&self.device, KernelTableMemory).map_err(|_| BindError::NoTableMemory)?;
+        let mirror = process.mm.mirror_with(&self.device, KernelTableMemory, access).map_err(|_| BindError::NoTableMemory)?;
         if mirror.map_private(jobs::BOUNCE_IOVA, bounce.start_address(), true).is_err() {
             process.mm.unmirror(&mirror);
             return Err(BindError::NoTableMemory);
         }
-        let mut iommu = p.iommu.lock();
-        let domain = match iommu.alloc_domain_id() {
+        let domain = match p.iommu.lock().alloc_domain_id() {
             Ok(d) => d,
             Err(e) => {
-                drop(iommu);
                 process.mm.unmirror(&mirror);
                 return Err(BindError::Iommu(e));
             }
         };
-        self.driver.set_domain(Some(domain));
-        if let Err(e) = iommu.attach(self.bdf, domain, mirror.root()) {
-            iommu.free_domain_id(domain);
-            drop(iommu);
-            self.driver.set_domain(None);
-            process.mm.unmirror(&mirror);
-            return Err(BindError::Iommu(e));
+        self.driver.add(mirror.id(), domain);
+        self.next_context += 1;
+        let id = ContextId(self.next_context);
+        self.contexts.push(Context { id, mm: process.mm.clone(), mirror, domain, bounce });
+        self.selected = Some(id);
+        Ok(id)
+    }
+
+    /// Point the device's context entry at the selected context (a context
+    /// switch, if another was attached).
+    fn activate(&mut self) -> Result<(), JobError> {
+        let ctx = self.binding().ok_or(JobError::NotBound)?;
+        if !ctx.mirror.is_alive() {
+            return Err(JobError::Fault { addr: 0, write: false, kind: DeviceFaultKind::Released });
         }
-        self.driver.set_attached(mirror.id(), self.bdf);
-        self.binding = Some(Binding { mm: process.mm.clone(), mirror, domain, bounce });
+        if self.driver.attached() == Some(ctx.mirror.id()) {
+            return Ok(());
+        }
+        let (mirror, domain, root) = (ctx.mirror.id(), ctx.domain, ctx.mirror.root());
+        let p = platform::init().map_err(JobError::Platform)?;
+        p.iommu.lock().attach(self.bdf, domain, root).map_err(JobError::Iommu)?;
+        self.driver.set_attached(Some(mirror));
+        self.stats.context_switches += 1;
+        log::debug!("context.switch accel={} did={}", self.index, domain.0);
         Ok(())
     }
 
-    /// Stop mirroring: the device loses its context entry (all its DMA
-    /// faults), then the mirror is released.
-    pub fn unbind(&mut self) {
-        let Some(b) = self.binding.take() else { return };
+    /// Remove context `id`: the device loses it (if attached, its context
+    /// entry is cleared), then the mirror is released and the domain id and
+    /// bounce page given back. The other contexts keep working.
+    pub fn remove_context(&mut self, id: ContextId) -> Result<(), JobError> {
+        let i = self.contexts.iter().position(|c| c.id == id).ok_or(JobError::NoContext)?;
+        let ctx = self.contexts.remove(i);
         // If the process exited first, its RELEASE already made the driver
-        // detach the device and give the domain id back: never twice (a
-        // domain id freed twice could tag two devices' IOTLB entries alike).
-        if let Some(domain) = self.driver.take_domain() {
+        // detach and give the domain id back: never twice (a domain id freed
+        // twice could tag two contexts' IOTLB entries alike).
+        if let Some((domain, attached)) = self.driver.take(ctx.mirror.id()) {
             if let Ok(p) = platform::init() {
                 let mut iommu = p.iommu.lock();
-                let _ = iommu.detach(self.bdf);
+                if attached {
+                    let _ = iommu.detach(self.bdf);
+                } else {
+                    let _ = iommu.invalidate_domain(domain);
+                }
                 iommu.free_domain_id(domain);
             }
         }
+        self.queue.drop_context(id);
+        if self.selected == Some(id) {
+            self.selected = self.contexts.last().map(|c| c.id);
+        }
         self.failed_pages.clear();
-        b.mm.unmirror(&b.mirror);
-        // `b` (with its bounce frame) is dropped only now: the device was
-        // detached and its IOTLB flushed above.
-        drop(b);
+        ctx.mm.unmirror(&ctx.mirror);
+        // `ctx` (with its bounce frame) is dropped only now: the device was
+        // detached or its domain's IOTLB flushed above.
+        drop(ctx);
+        Ok(())
+    }
+
+    /// Remove every context.
+    pub fn unbind(&mut self) {
+        while let Some(id) = self.contexts.last().map(|c| c.id) {
+            let _ = self.remove_context(id);
+        }
     }
 }

@@ -55,6 +55,22 @@ impl MirroredSpace for KernelSpace {
         }
     }
 
+    fn page_state(&self, va: u64) -> hmm::CpuPageState {
+        use aspace::state::PageState as S;
+        use hmm::CpuPageState as H;
+        let Some(a) = self.aspace.upgrade() else { return H::Hole };
+        let page = |p: aspace::CpuPte| CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable };
+        match a.page_state(va) {
+            S::Hole => H::Hole,
+            S::NoAccess => H::NoAccess,
+            S::Absent => H::Absent,
+            S::Zero(p) => H::Zero(page(p)),
+            S::Present(p) => H::Present(page(p)),
+            S::Swapped => H::Swapped,
+            S::Exclusive(owner) => H::Exclusive(DeviceId(owner)),
+        }
+    }
+
     fn extent(&self, va: u64) -> Option<VaRange> {
         Some(self.aspace.upgrade()?.vma_at(va)?.range)
     }

@@ -247,6 +247,26 @@ pub fn alloc_zeroed() -> Result<Frame, OutOfFrames> {
     Ok(f)
 }
 
+/// The one shared zero frame, and the reference that keeps it alive.
+static ZERO: Once<Frame> = Once::new();
+
+/// The shared zero frame: mapped read-only wherever never-written
+/// anonymous memory is read. Mappings take references like any frame; one
+/// reference is held here forever, so it is never freed and never "the only
+/// reference" — a write always copies it (COW), nobody writes it in place.
+pub fn zero_frame() -> Result<Frame, OutOfFrames> {
+    if let Some(z) = ZERO.get() {
+        return Ok(z.share());
+    }
+    let f = alloc_zeroed()?;
+    Ok(ZERO.call_once(|| f).share())
+}
+
+/// Whether `frame` is the shared zero frame.
+pub fn is_zero_frame(frame: PhysFrame) -> bool {
+    ZERO.get().is_some_and(|z| z.frame() == frame)
+}
+
 /// The reference count of any frame (0 = free).
 pub fn refcount(frame: PhysFrame) -> u32 {
     meta(frame).refcount.load(Ordering::Acquire)

@@ -1,0 +1,49 @@
+//! What the CPU side holds at one page, read without changing anything:
+//! the source of HMM snapshots (`hmm::Mirror::snapshot`) and of the
+//! console's `snapshot` command.
+
+use super::pte::Pte;
+use super::{AddressSpace, CpuPte};
+use x86_64::structures::paging::PageTableFlags as F;
+
+/// One page's state on the CPU side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageState {
+    /// No mapping.
+    Hole,
+    /// Mapped with no access (PROT_NONE).
+    NoAccess,
+    /// Mapped, nothing there yet.
+    Absent,
+    /// The shared zero frame (read-only).
+    Zero(CpuPte),
+    Present(CpuPte),
+    Swapped,
+    /// Held exclusively by the device with this id.
+    Exclusive(u32),
+}
+
+impl AddressSpace {
+    /// The CPU's state of the page at `addr` (a pure read: nothing is
+    /// faulted, allocated, swapped in or marked accessed).
+    pub fn page_state(&self, addr: u64) -> PageState {
+        if addr >= crate::mm::USER_END {
+            return PageState::Hole;
+        }
+        let mut inner = self.lock();
+        let Some(vma) = inner.vmas.find(addr) else { return PageState::Hole };
+        if vma.prot.is_empty() {
+            return PageState::NoAccess;
+        }
+        let Ok(Some(e)) = inner.tables().entry(addr & !0xfff, false) else { return PageState::Absent };
+        match Pte::decode(e) {
+            Pte::None => PageState::Absent,
+            Pte::Swapped { .. } => PageState::Swapped,
+            Pte::Exclusive { owner, .. } => PageState::Exclusive(owner),
+            Pte::Present { frame, flags } => {
+                let p = CpuPte { frame, writable: flags.contains(F::WRITABLE), dirty: flags.contains(F::DIRTY), accessed: flags.contains(F::ACCESSED) };
+                if crate::mm::frames::is_zero_frame(frame) { PageState::Zero(p) } else { PageState::Present(p) }
+            }
+        }
+    }
+}
