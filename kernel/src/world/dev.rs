@@ -7,29 +7,88 @@ use crate::sync::RankedGuard;
 
 fn accel(a: &mut Args<'_>) -> Result<RankedGuard<'static, HmmAccel>, ShellError> {
     let i = a.number("accel")?;
+    lock_accel(i)
+}
+
+fn lock_accel(i: u64) -> Result<RankedGuard<'static, HmmAccel>, ShellError> {
     let all = accels().map_err(fail)?;
-    all.get(i as usize).map(|m| m.lock()).ok_or_else(|| fail(alloc::format!("no accelerator {i} (there are {})", all.len())))
+    usize::try_from(i).ok().and_then(|i| all.get(i)).map(|m| m.lock()).ok_or_else(|| fail(alloc::format!("no accelerator {i} (there are {})", all.len())))
+}
+
+/// `<accel>[/<pid>]`: the accelerator, with the context a job runs in
+/// selected — the process's, or the only one there is.
+pub(crate) fn job_accel(w: &World, a: &mut Args<'_>) -> Result<RankedGuard<'static, HmmAccel>, ShellError> {
+    let word = a.word("accel")?;
+    let (acc_word, pid_word) = match word.split_once('/') {
+        Some((x, p)) => (x, Some(p)),
+        None => (word, None),
+    };
+    let bad = || ShellError::from(crate::shell::ArgError::Invalid { name: "accel", value: word.into(), expected: "<accel> or <accel>/<pid> (e.g. 0 or 0/2)" });
+    let i = crate::shell::args::parse_number(acc_word).ok_or_else(bad)?;
+    let mut acc = lock_accel(i)?;
+    match pid_word {
+        Some(p) => {
+            let n = crate::shell::args::parse_number(p).ok_or_else(bad)?;
+            let id = super::Pid::try_from(n).map_err(|_| super::no_process(n))?;
+            let proc = w.proc(id)?;
+            let ctx = acc.context_of(&proc.hmm).ok_or_else(|| fail(alloc::format!("process {id} is not bound to accel{i} (try `bind {i} {id}`)")))?;
+            acc.select(ctx).map_err(fail)?;
+        }
+        None if acc.contexts().len() > 1 => {
+            return Err(fail(alloc::format!("accel{i} has {} contexts: name one as {i}/<pid>", acc.contexts().len())));
+        }
+        None => {}
+    }
+    Ok(acc)
+}
+
+/// `ro` or `rw` (default `rw`).
+fn access(a: &mut Args<'_>) -> Result<hmm::MirrorAccess, ShellError> {
+    match a.opt_word() {
+        None | Some("rw") => Ok(hmm::MirrorAccess::ReadWrite),
+        Some("ro") | Some("r") => Ok(hmm::MirrorAccess::ReadOnly),
+        Some(w) => Err(crate::shell::ArgError::Invalid { name: "access", value: w.into(), expected: "ro or rw" }.into()),
+    }
 }
 
 pub fn bind(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     let mut acc = accel(a)?;
     let id = pid(a)?;
+    let access = access(a)?;
     a.done()?;
     let p = w.proc(id)?;
-    acc.bind(&p.hmm).map_err(fail)?;
-    let b = acc.binding().expect("just bound");
-    let _ = writeln!(out, "accel{} mirrors process {id}: VT-d {} walks mirror table at {:#x} (IOVA = process address)", acc.index(), b.domain, b.mirror.root().as_u64());
+    let ctx = acc.add_context(&p.hmm, access).map_err(fail)?;
+    let b = acc.binding().ok_or_else(|| fail("internal: no context after bind"))?;
+    let how = if access == hmm::MirrorAccess::ReadOnly { "read-only" } else { "read-write" };
+    let _ = writeln!(out, "accel{} {ctx} mirrors process {id} {how}: VT-d {} walks mirror table at {:#x} (IOVA = process address)", acc.index(), b.domain, b.mirror.root().as_u64());
+    if acc.contexts().len() > 1 {
+        let _ = writeln!(out, "  accel{} now has {} contexts: jobs name one as {}/<pid>", acc.index(), acc.contexts().len(), acc.index());
+    }
     Ok(())
 }
 
-pub fn unbind(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+pub fn unbind(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     let mut acc = accel(a)?;
+    let who = match a.peek() {
+        Some(_) => Some(pid(a)?),
+        None => None,
+    };
     a.done()?;
-    if acc.binding().is_none() {
-        return Err(fail(alloc::format!("accel{} is not bound", acc.index())));
+    match who {
+        None => {
+            if acc.contexts().is_empty() {
+                return Err(fail(alloc::format!("accel{} is not bound", acc.index())));
+            }
+            acc.unbind();
+            let _ = writeln!(out, "accel{} unbound: its DMA faults from now on", acc.index());
+        }
+        Some(id) => {
+            let p = w.proc(id)?;
+            let ctx = acc.context_of(&p.hmm).ok_or_else(|| fail(alloc::format!("process {id} is not bound to accel{}", acc.index())))?;
+            acc.remove_context(ctx).map_err(fail)?;
+            let _ = writeln!(out, "accel{} {ctx} (process {id}) removed; {} left", acc.index(), acc.contexts().len());
+        }
     }
-    acc.unbind();
-    let _ = writeln!(out, "accel{} unbound: its DMA faults from now on", acc.index());
     Ok(())
 }
 
@@ -38,8 +97,8 @@ fn report(out: Out<'_>, acc: &HmmAccel, before: crate::hmmdev::JobStats) {
     let _ = writeln!(out, "  ({} transfers, {} device faults resolved and replayed, {} pages populated)", s.transfers - before.transfers, s.faults_resolved - before.faults_resolved, s.pages_populated - before.pages_populated);
 }
 
-pub fn dread(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let mut acc = accel(a)?;
+pub fn dread(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let mut acc = job_accel(w, a)?;
     let (addr, len) = (a.number("addr")?, a.number("len")?);
     a.done()?;
     if len == 0 || len > 4096 {
@@ -52,8 +111,8 @@ pub fn dread(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
     Ok(())
 }
 
-pub fn dwrite(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let mut acc = accel(a)?;
+pub fn dwrite(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let mut acc = job_accel(w, a)?;
     let (addr, text) = (a.number("addr")?, a.word("text")?);
     a.done()?;
     let before = acc.stats;
@@ -68,8 +127,8 @@ pub fn dwrite(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), Shell
 /// 16 MiB is some seconds — longer lines would hold the console for minutes.
 const MAX_DEVICE_JOB: u64 = 16 << 20;
 
-pub fn dfill(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let mut acc = accel(a)?;
+pub fn dfill(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let mut acc = job_accel(w, a)?;
     let (addr, len, b) = (a.number("addr")?, a.number("len")?, a.number("byte")?);
     a.done()?;
     let b = u8::try_from(b).map_err(|_| fail("<byte> must be 0..=255"))?;
@@ -83,8 +142,8 @@ pub fn dfill(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
     Ok(())
 }
 
-pub fn dcopy(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let mut acc = accel(a)?;
+pub fn dcopy(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let mut acc = job_accel(w, a)?;
     let (dst, src, len) = (a.number("dst")?, a.number("src")?, a.number("len")?);
     a.done()?;
     if len == 0 || len > MAX_DEVICE_JOB {
@@ -97,8 +156,8 @@ pub fn dcopy(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
     Ok(())
 }
 
-pub fn exclusive(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let mut acc = accel(a)?;
+pub fn exclusive(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let mut acc = job_accel(w, a)?;
     let (addr, len) = (a.number("addr")?, a.number("len")?);
     a.done()?;
     let r = acc.exclusive(addr, len).map_err(fail)?;

@@ -43,15 +43,14 @@ pub fn walk(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellEr
     Ok(())
 }
 
-pub fn mirror(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let i = a.number("accel")?;
+pub fn mirror(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let acc = super::dev::job_accel(w, a)?;
+    let i = acc.index();
     let (addr, pages) = (a.number("addr")?, a.number("pages")?);
     a.done()?;
     if pages == 0 || pages > 4096 {
         return Err(fail("<pages> is 1..=4096"));
     }
-    let all = accels().map_err(fail)?;
-    let acc = all.get(i as usize).ok_or_else(|| fail(alloc::format!("no accelerator {i}")))?.lock();
     let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{i} is not bound")))?;
     let r = hmm::VaRange::pages_from(addr & !0xfff, pages).map_err(fail)?;
     let entries = b.mirror.entries(r);
@@ -67,6 +66,27 @@ pub fn mirror(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), Shell
         });
     }
     let _ = writeln!(out, "accel{i} mirror {:#x}.. ({} of {pages} pages mirrored):", r.start(), entries.len());
+    for (k, chunk) in line.as_bytes().chunks(64).enumerate() {
+        let _ = writeln!(out, "  {:#014x} {}", r.start() + k as u64 * 64 * 4096, core::str::from_utf8(chunk).unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// `snapshot <accel>[/<pid>] <addr> <pages>`: what the device would see
+/// at each page right now, faulting nothing (see `hmm::PageView::symbol`).
+pub fn snapshot(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let acc = super::dev::job_accel(w, a)?;
+    let i = acc.index();
+    let (addr, pages) = (a.number("addr")?, a.number("pages")?);
+    a.done()?;
+    if pages == 0 || pages > 4096 {
+        return Err(fail("<pages> is 1..=4096"));
+    }
+    let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{i} is not bound")))?;
+    let r = hmm::VaRange::pages_from(addr & !0xfff, pages).map_err(fail)?;
+    let mut line = alloc::string::String::new();
+    b.mirror.snapshot(r, &mut |v| line.push(v.symbol())).map_err(|k| fail(alloc::format!("{:?}", k)))?;
+    let _ = writeln!(out, "accel{i} {} snapshot {:#x}.. ({pages} pages; - hole  n no access  . absent  0 zero page  r/w present  s swapped  x exclusive; upper case = mirrored now):", b.id, r.start());
     for (k, chunk) in line.as_bytes().chunks(64).enumerate() {
         let _ = writeln!(out, "  {:#014x} {}", r.start() + k as u64 * 64 * 4096, core::str::from_utf8(chunk).unwrap_or(""));
     }
@@ -91,7 +111,7 @@ pub fn stats(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
             let d = acc.driver();
             let _ = writeln!(
                 out,
-                "accel{}: {} jobs, {} transfers, {} faults resolved ({} failed), {} IOTLB flushes ({} invalidation commands){}",
+                "accel{}: {} jobs, {} transfers, {} faults resolved ({} failed), {} IOTLB flushes ({} invalidation commands); {} contexts, {} context switches; fault rounds per job {}{}",
                 acc.index(),
                 s.jobs,
                 s.transfers,
@@ -99,6 +119,12 @@ pub fn stats(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
                 s.faults_failed,
                 d.flushes.load(core::sync::atomic::Ordering::Relaxed),
                 d.iotlb_commands.load(core::sync::atomic::Ordering::Relaxed),
+                acc.contexts().len(),
+                s.context_switches,
+                match s.jobs {
+                    0 => alloc::string::String::from("-"),
+                    j => alloc::format!("{}.{:02}", s.fault_rounds / j, s.fault_rounds * 100 / j % 100),
+                },
                 if acc.binding().is_some() { "" } else { ", unbound" }
             );
         }
@@ -152,14 +178,13 @@ fn read_entry(table: u64, index: usize) -> u64 {
 /// the indices match; a mirrored page ends at the same frame on both sides,
 /// each with its own permissions.
 pub fn walk2(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let i = a.number("accel")?;
+    let acc = super::dev::job_accel(w, a)?;
+    let i = acc.index();
     let addr = a.number("addr")?;
     a.done()?;
     if addr >= crate::mm::USER_END {
         return Err(fail(alloc::format!("{addr:#x} is not a user address")));
     }
-    let all = accels().map_err(fail)?;
-    let acc = all.get(i as usize).ok_or_else(|| fail(alloc::format!("no accelerator {i}")))?.lock();
     let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{i} is not bound (bind <accel> <pid>)")))?;
     let (id, p) = w
         .procs
