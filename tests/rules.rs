@@ -150,3 +150,36 @@ pub fn release_reaches_the_driver() {
     assert_eq!(a.driver().late_detaches.load(core::sync::atomic::Ordering::Relaxed), 0, "unbind detached the device before the table went");
     drop(p);
 }
+
+/// Sequence counts per interval: a device fault whose CPU-side work
+/// reclaims (swaps out) pages of the same process *outside* its prefault
+/// window does not retry — only overlapping invalidations count.
+pub fn reclaim_outside_the_window_forces_no_retry() {
+    let p = process();
+    let mut a = accels().unwrap()[0].lock();
+    a.bind(&p.hmm).unwrap();
+    let x = p.aspace.mmap(None, 8 * 4096, rw(), false).unwrap();
+    for va in x.page_addrs() {
+        p.aspace.copy_to_user(va, &[9]).unwrap();
+    }
+    let y = p.aspace.mmap(Some(0x2000_0000), 32 * 4096, rw(), true).unwrap(); // apart from X: another area
+    // Warm the mirror's table nodes for Y (window 16..32).
+    assert_eq!(a.read(y.start() + 16 * 4096, 1).unwrap(), [0]);
+    let mut hoard = Vec::new();
+    while let Ok(f) = frames::alloc() {
+        hoard.push(f);
+    }
+    for _ in 0..6 {
+        drop(hoard.pop()); // a few frames left: below the reclaim threshold
+    }
+    let (hmm_before, cpu_before) = (p.hmm.mm.stats(), p.aspace.stats());
+    let got = a.read(y.start() + 3 * 4096, 1);
+    let (hmm_after, cpu_after) = (p.hmm.mm.stats(), p.aspace.stats());
+    drop(hoard);
+    assert_eq!(got.unwrap(), [0]);
+    kernel::println!("reclaim during the fault: {} pages swapped out, {} retries", cpu_after.swap_outs - cpu_before.swap_outs, hmm_after.retries - hmm_before.retries);
+    assert!(cpu_after.swap_outs > cpu_before.swap_outs, "the fault reclaimed pages of the same process");
+    assert!(hmm_after.invalidations > hmm_before.invalidations, "with invalidations");
+    assert_eq!(hmm_after.retries, hmm_before.retries, "none overlapped the fault's window: no retry");
+    a.unbind();
+}
