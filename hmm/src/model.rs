@@ -266,11 +266,11 @@ impl DeviceDriver for Driver {
         }
         self.updates.lock().push(*u);
     }
-    fn detach(&self, mirror: MirrorId) -> Detached {
+    fn detach(&self, mirror: MirrorId) -> Option<Detached> {
         self.detached.lock().push(mirror);
         // SAFETY: a software device: it reaches the table only through
         // this driver, which forgets the mirror here.
-        unsafe { Detached::new(mirror) }
+        Some(unsafe { Detached::new(mirror) })
     }
 }
 
@@ -288,7 +288,8 @@ pub(crate) enum Op {
     DevFault(usize, u64, u64, bool),
     DevWrite(usize, u64, u64),
     DevRead(usize, u64),
-    Exclusive(usize, u64),
+    /// Mirror, first page, pages.
+    Exclusive(usize, u64, u64),
     /// The mirror is released during its own fault's CPU-side work.
     ReleaseDuringFault(usize, u64, bool),
     /// The next operation gets only this many table nodes.
@@ -309,7 +310,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0usize..2, p.clone(), 1u64..4, any::<bool>()).prop_map(|(m, p, n, w)| Op::DevFault(m, p, n, w)),
         (0usize..2, p.clone(), 1000u64..2000).prop_map(|(m, p, v)| Op::DevWrite(m, p, v)),
         (0usize..2, p.clone()).prop_map(|(m, p)| Op::DevRead(m, p)),
-        (0usize..2, p.clone()).prop_map(|(m, p)| Op::Exclusive(m, p)),
+        (0usize..2, p.clone(), 1u64..4).prop_map(|(m, p, n)| Op::Exclusive(m, p, n)),
         (0usize..2, p, any::<bool>()).prop_map(|(m, p, w)| Op::ReleaseDuringFault(m, p, w)),
         (0i64..3).prop_map(Op::Starve),
     ]
@@ -471,9 +472,10 @@ impl World {
                     assert_eq!(seen, self.truth.get(&p).copied().unwrap_or(0), "device read of page {p} sees the current data");
                 }
             }
-            Op::Exclusive(m, p) => {
-                if self.mirrors[m].take_exclusive(Space::range(p, 1)).is_ok() {
-                    self.may_dirty.insert(p);
+            Op::Exclusive(m, p, n) => {
+                let n = n.min(PAGES - p);
+                if self.mirrors[m].take_exclusive(Space::range(p, n)).is_ok() {
+                    self.may_dirty.extend(p..p + n);
                 }
             }
             Op::ReleaseDuringFault(m, p, w) => self.release_during_fault(m, p, w),

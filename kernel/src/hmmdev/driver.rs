@@ -81,25 +81,25 @@ impl DeviceDriver for EduMirrorDriver {
         }
     }
 
-    fn detach(&self, mirror: MirrorId) -> Detached {
+    fn detach(&self, mirror: MirrorId) -> Option<Detached> {
         let mut attached = self.attached.lock();
         if let Some((_, bdf)) = attached.take_if(|(m, _)| *m == mirror) {
             self.late_detaches.fetch_add(1, Ordering::Relaxed);
             let did = self.domain.swap(0, Ordering::SeqCst);
-            if let Ok(p) = platform::init() {
-                let mut iommu = p.iommu.lock();
-                if let Err(e) = iommu.detach(bdf) {
-                    panic!("detaching {bdf:?} from mirror {mirror:?} failed: {e}: its table cannot be freed safely");
-                }
-                if did != 0 {
-                    iommu.free_domain_id(DomainId(did));
-                }
+            let p = platform::init().ok()?;
+            let mut iommu = p.iommu.lock();
+            if let Err(e) = iommu.detach(bdf) {
+                log::error!("detaching {bdf:?} from mirror {mirror:?} failed: {e}: its table is kept");
+                return None;
+            }
+            if did != 0 {
+                iommu.free_domain_id(DomainId(did));
             }
         }
         // SAFETY: the device's context entry does not point at this
         // mirror's table: it never did, unbind removed it, or it was just
         // removed above — each with the context cache and IOTLB invalidated
         // (`Iommu::detach`).
-        unsafe { Detached::new(mirror) }
+        Some(unsafe { Detached::new(mirror) })
     }
 }
