@@ -19,8 +19,10 @@
 //! ```
 //!
 //! munmap and exit release an exclusive entry's frame like a present one
-//! (their own notification already removes every device's entry). The state
-//! lives only in the entry: nothing else to keep in sync, nothing to leak.
+//! (their own notification already removes every device's entry). Reclaim's
+//! clock passes exclusive pages by (the device holds them); swapping a range
+//! out explicitly revokes first. The state lives only in the entry: nothing
+//! else to keep in sync, nothing to leak.
 
 use super::fault::{Access, AccessError, AccessFailure, CpuPte};
 use super::pte::{self, Pte, MAX_EXCLUSIVE_OWNER};
