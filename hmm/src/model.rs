@@ -294,6 +294,9 @@ pub(crate) enum Op {
     ReleaseDuringFault(usize, u64, bool),
     /// The next operation gets only this many table nodes.
     Starve(i64),
+    /// A device fault across the 2 MiB boundary at page 8 with only this
+    /// many table nodes: commits may fail midway.
+    StarvedFault(usize, u64, u64, bool, i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -313,6 +316,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0usize..2, p.clone(), 1u64..4).prop_map(|(m, p, n)| Op::Exclusive(m, p, n)),
         (0usize..2, p, any::<bool>()).prop_map(|(m, p, w)| Op::ReleaseDuringFault(m, p, w)),
         (0i64..3).prop_map(Op::Starve),
+        (0usize..2, 4u64..8, 2u64..6, any::<bool>(), 0i64..2).prop_map(|(m, p, n, w, b)| Op::StarvedFault(m, p, n, w, b)),
     ]
 }
 
@@ -452,7 +456,10 @@ impl World {
                 let res = self.mirrors[m].fault(va(p), n, w);
                 let after = sp.st.lock().clone();
                 self.check_only_asked_pages_changed(&before, &after, p..p + n);
-                if w && res.is_ok() {
+                // A commit that failed midway keeps what it wrote (dirty:
+                // the device was about to write those pages).
+                let kept = res.as_ref().map_or_else(|e| e.kind == crate::DeviceFaultKind::NoTableMemory, |_| true);
+                if w && kept {
                     self.may_dirty.extend(p..p + n);
                 }
             }
@@ -480,6 +487,16 @@ impl World {
             }
             Op::ReleaseDuringFault(m, p, w) => self.release_during_fault(m, p, w),
             Op::Starve(n) => self.mem.budget.store(n, Ordering::SeqCst),
+            Op::StarvedFault(m, p, n, w, budget) => {
+                // Pages mapped, an entry below the boundary (its table node
+                // exists), none above: the commit fails where it crosses.
+                self.apply(&Op::Map(0, 16, true));
+                self.apply(&Op::DevFault(m, p - 1, 1, false));
+                self.apply(&Op::Unmap(8, 1));
+                self.apply(&Op::Map(8, 1, true));
+                self.mem.budget.store(budget, Ordering::SeqCst);
+                self.apply(&Op::DevFault(m, p, n, w));
+            }
         }
         if !matches!(op, Op::Starve(_)) {
             self.mem.budget.store(-1, Ordering::SeqCst);
