@@ -245,7 +245,9 @@ impl World {
             }
             Op::Exclusive(m, p, n) => {
                 let n = n.min(PAGES - p);
-                if self.mirrors[m].take_exclusive(Space::range(p, n)).is_ok() {
+                // Also a commit that failed midway keeps (dirty) what it wrote.
+                let res = self.mirrors[m].take_exclusive(Space::range(p, n));
+                if res.map_or_else(|e| e.kind == crate::DeviceFaultKind::NoTableMemory, |_| true) {
                     self.may_dirty.extend(p..p + n);
                 }
             }
