@@ -150,3 +150,70 @@ pub fn release_reaches_the_driver() {
     assert_eq!(a.driver().late_detaches.load(core::sync::atomic::Ordering::Relaxed), 0, "unbind detached the device before the table went");
     drop(p);
 }
+
+/// Sequence counts per interval: a device fault whose CPU-side work
+/// reclaims (swaps out) pages of the same process *outside* its prefault
+/// window does not retry — only overlapping invalidations count.
+pub fn reclaim_outside_the_window_forces_no_retry() {
+    let p = process();
+    let mut a = accels().unwrap()[0].lock();
+    a.bind(&p.hmm).unwrap();
+    let x = p.aspace.mmap(None, 8 * 4096, rw(), false).unwrap();
+    for va in x.page_addrs() {
+        p.aspace.copy_to_user(va, &[9]).unwrap();
+    }
+    let y = p.aspace.mmap(Some(0x2000_0000), 32 * 4096, rw(), true).unwrap(); // apart from X: another area
+    // Warm the mirror's table nodes for Y (window 16..32).
+    assert_eq!(a.read(y.start() + 16 * 4096, 1).unwrap(), [0]);
+    let mut hoard = Vec::new();
+    while let Ok(f) = frames::alloc() {
+        hoard.push(f);
+    }
+    for _ in 0..6 {
+        drop(hoard.pop()); // a few frames left: below the reclaim threshold
+    }
+    let (hmm_before, cpu_before) = (p.hmm.mm.stats(), p.aspace.stats());
+    let got = a.read(y.start() + 3 * 4096, 1);
+    let (hmm_after, cpu_after) = (p.hmm.mm.stats(), p.aspace.stats());
+    drop(hoard);
+    assert_eq!(got.unwrap(), [0]);
+    kernel::println!("reclaim during the fault: {} pages swapped out, {} retries", cpu_after.swap_outs - cpu_before.swap_outs, hmm_after.retries - hmm_before.retries);
+    assert!(cpu_after.swap_outs > cpu_before.swap_outs, "the fault reclaimed pages of the same process");
+    assert!(hmm_after.invalidations > hmm_before.invalidations, "with invalidations");
+    assert_eq!(hmm_after.retries, hmm_before.retries, "none overlapped the fault's window: no retry");
+    a.unbind();
+}
+
+/// A fault commit that runs out of table memory midway (the pages after a
+/// 2 MiB boundary need a new table node) still tells the driver about the
+/// entries it already upgraded: the IOTLB is flushed, so the device cannot
+/// keep the old read-only translations.
+pub fn partial_commit_still_flushes() {
+    let p = process();
+    let mut a = accels().unwrap()[0].lock();
+    a.bind(&p.hmm).unwrap();
+    let boundary = 0x3000_0000u64; // 2 MiB aligned
+    let r = p.aspace.mmap(Some(boundary - 2 * 4096), 4 * 4096, rw(), true).unwrap();
+    for va in r.page_addrs() {
+        p.aspace.copy_to_user(va, &[3]).unwrap();
+    }
+    assert_eq!(a.read(boundary - 4096, 1).unwrap(), [3]); // mirrors the two pages below the boundary, read-only
+    let mirror = a.binding().unwrap().mirror.clone();
+    assert_eq!(mirror.entries(r).len(), 2);
+    let flushes = a.driver().flushes.load(core::sync::atomic::Ordering::Relaxed);
+    let mut hoard = Vec::new();
+    while let Ok(f) = frames::alloc() {
+        hoard.push(f);
+    }
+    let res = mirror.fault(r.start(), 4, true);
+    drop(hoard);
+    let err = res.unwrap_err();
+    assert_eq!(err.kind, hmm::DeviceFaultKind::NoTableMemory, "{err}");
+    assert!(mirror.get(r.start()).unwrap().write, "the entries below the boundary were upgraded");
+    assert!(a.driver().flushes.load(core::sync::atomic::Ordering::Relaxed) > flushes, "and the driver flushed the IOTLB for them");
+    a.write(r.start(), b"ok").unwrap();
+    let mut b = [0u8; 2];
+    p.aspace.copy_from_user(r.start(), &mut b).unwrap();
+    assert_eq!(&b, b"ok", "the device writes through the upgraded entry");
+    a.unbind();
+}

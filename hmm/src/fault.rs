@@ -99,7 +99,7 @@ where
                 }
             }
             match self.commit(m, window, &leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
-                Ok(()) => return Ok(FaultOutcome { pages: leaves.len() as u64, retries }),
+                Ok(written) => return Ok(FaultOutcome { pages: written, retries }),
                 Err(Ok(Retry)) => {
                     retries += 1;
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -116,10 +116,11 @@ where
     /// and `reader` still has count `seq` — and tell the driver, also about
     /// a partial commit.
     pub(crate) fn commit_leaves(&self, m: &Mirror<L, M>, range: VaRange, leaves: &[(u64, Leaf)], reader: &crate::interval::Reader<'_>, seq: u64, event: Event) -> Result<(), Result<(), DeviceFaultKind>> {
-        self.commit(m, range, leaves, reader, seq, event).map_err(|e| e.map(|Retry| ()))
+        self.commit(m, range, leaves, reader, seq, event).map(|_| ()).map_err(|e| e.map(|Retry| ()))
     }
 
-    fn commit(&self, m: &Mirror<L, M>, range: VaRange, leaves: &[(u64, Leaf)], reader: &crate::interval::Reader<'_>, seq: u64, event: Event) -> Result<(), Result<Retry, DeviceFaultKind>> {
+    /// Returns how many entries were written (new or changed).
+    fn commit(&self, m: &Mirror<L, M>, range: VaRange, leaves: &[(u64, Leaf)], reader: &crate::interval::Reader<'_>, seq: u64, event: Event) -> Result<u64, Result<Retry, DeviceFaultKind>> {
         let mut t = m.table.lock();
         if !m.alive.load(Ordering::Acquire) {
             return Err(Err(DeviceFaultKind::Released));
@@ -155,7 +156,7 @@ where
         if failed {
             return Err(Err(DeviceFaultKind::NoTableMemory));
         }
-        Ok(())
+        Ok(written)
     }
 
     /// The pages to fault: `want`, widened to the aligned prefault window
@@ -191,7 +192,7 @@ where
             }
             let leaves: Vec<_> = range.page_addrs().zip(pages).map(|(va, p)| (va, Leaf { addr: p.frame, write: true, dirty: true, exclusive: true })).collect();
             match self.commit(m, range, &leaves, &reader, seq, Event::DeviceWfault) {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(Ok(Retry)) => {
                     retries += 1;
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);

@@ -53,4 +53,6 @@ pub use range::{BadRange, VaRange, PAGE, USER_END};
 #[cfg(test)]
 mod model;
 #[cfg(test)]
+mod model_space;
+#[cfg(test)]
 mod model_tests;

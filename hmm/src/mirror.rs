@@ -97,7 +97,9 @@ pub trait DeviceDriver: Send + Sync {
     fn update(&self, update: &Update);
     /// The mirror's table is about to be freed: make sure the device can no
     /// longer reach it (detach it if it still is attached) and say so.
-    fn detach(&self, mirror: MirrorId) -> Detached;
+    /// `None`: the driver cannot vouch for it — the table is leaked, never
+    /// freed under a device that may still walk it.
+    fn detach(&self, mirror: MirrorId) -> Option<Detached>;
 }
 
 /// A registered device.
@@ -340,13 +342,13 @@ impl<L: EntryLayout, M: TableMemory> Drop for Mirror<L, M> {
     /// the table is freed. A token for another mirror leaks the table.
     fn drop(&mut self) {
         self.release_once();
-        let proof = self.device.driver.detach(self.id);
-        if proof.mirror == self.id {
-            // SAFETY: dropped once, here; the driver vouched (`Detached`)
-            // that no device reaches the table any more.
-            unsafe { ManuallyDrop::drop(self.table.get_mut()) };
-        } else {
-            log::error!("mirror {:?}: the driver detached {:?} instead; its table is leaked, not freed", self.id, proof.mirror);
+        match self.device.driver.detach(self.id) {
+            Some(proof) if proof.mirror == self.id => {
+                // SAFETY: dropped once, here; the driver vouched (`Detached`)
+                // that no device reaches the table any more.
+                unsafe { ManuallyDrop::drop(self.table.get_mut()) };
+            }
+            other => log::error!("mirror {:?}: the driver did not vouch for its detachment ({other:?}); its table is leaked, not freed", self.id),
         }
     }
 }

@@ -102,7 +102,8 @@ impl fmt::Display for DeviceFaultError {
 /// What a resolved fault did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultOutcome {
-    /// Pages written into the mirror (the faulting ones and prefaulted ones).
+    /// Entries written into the mirror (new or changed; the faulting
+    /// pages and prefaulted neighbours).
     pub pages: u64,
     pub retries: u64,
 }
@@ -131,7 +132,8 @@ pub struct Mm<L: EntryLayout, M: TableMemory, S: MirroredSpace> {
     mirrors: Mutex<Vec<Arc<Mirror<L, M>>>>,
     /// Prefault window in pages (1 = only the faulting pages).
     prefault: AtomicU64,
-    policy: Mutex<PrefaultPolicy>,
+    /// 0 = `Mirror`, 1 = `Populate`.
+    policy: core::sync::atomic::AtomicU8,
     pub(crate) stats: Stats,
 }
 
@@ -142,7 +144,7 @@ where
     S: MirroredSpace + 'static,
 {
     pub fn new(space: Weak<S>) -> Arc<Self> {
-        Arc::new(Mm { space, intervals: Intervals::default(), mirrors: Mutex::new(Vec::new()), prefault: AtomicU64::new(16), policy: Mutex::new(PrefaultPolicy::Mirror), stats: Stats::default() })
+        Arc::new(Mm { space, intervals: Intervals::default(), mirrors: Mutex::new(Vec::new()), prefault: AtomicU64::new(16), policy: core::sync::atomic::AtomicU8::new(0), stats: Stats::default() })
     }
 
     /// Mirror this address space into `device`, with a table on `mem`.
@@ -182,11 +184,11 @@ where
     }
 
     pub fn set_prefault_policy(&self, p: PrefaultPolicy) {
-        *self.policy.lock() = p;
+        self.policy.store(matches!(p, PrefaultPolicy::Populate) as u8, Ordering::Relaxed);
     }
 
     pub fn prefault_policy(&self) -> PrefaultPolicy {
-        *self.policy.lock()
+        if self.policy.load(Ordering::Relaxed) == 1 { PrefaultPolicy::Populate } else { PrefaultPolicy::Mirror }
     }
 
     pub fn stats(&self) -> StatsSnapshot {

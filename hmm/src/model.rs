@@ -24,255 +24,19 @@
 
 extern crate std;
 use std::vec;
-use crate::cpu::{CpuFaultError, CpuPage, MirroredSpace};
 use crate::event::Event;
-use crate::mirror::{Detached, Device, DeviceDriver, DeviceId, Mirror, MirrorId, Update};
+use crate::mirror::{Device, Mirror};
 use crate::mm::Mm;
-use crate::pt::{HeapMemory, Leaf, Node, SoftLayout, TableMemory};
-use crate::VaRange;
+use crate::pt::{HeapMemory, Leaf, SoftLayout};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, Ordering};
 use proptest::prelude::*;
 use spin::Mutex;
-use x86_64::PhysAddr;
 
-pub(crate) const PAGES: u64 = 24;
-/// Pages 0..8 and 8..24 sit in different leaf nodes (a 2 MiB boundary), so
-/// a fault across page 8 may run out of table memory midway.
-pub(crate) const BASE: u64 = 0x20_0000 - 8 * 4096;
-
-pub(crate) fn va(p: u64) -> u64 {
-    BASE + p * 4096
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Page {
-    pub frame: u64,
-    pub writable: bool,
-    /// Shared copy-on-write after a fork.
-    pub cow: bool,
-    pub dirty: bool,
-    /// The CPU entry is the non-present entry naming this device.
-    pub excl: Option<DeviceId>,
-}
-
-#[derive(Default, Clone, PartialEq, Eq, Debug)]
-pub(crate) struct State {
-    /// Areas: page → writable.
-    pub vma: BTreeMap<u64, bool>,
-    pub resident: BTreeMap<u64, Page>,
-    /// Swapped-out contents.
-    pub swapped: BTreeMap<u64, u64>,
-    /// Frame contents.
-    pub memory: BTreeMap<u64, u64>,
-    pub next_frame: u64,
-}
-
-type Hook = Box<dyn FnOnce() + Send>;
-
-/// The reference CPU side.
-pub(crate) struct Space {
-    pub st: Mutex<State>,
-    pub mm: Mutex<Weak<TestMm>>,
-    /// Runs at the start of the next `fault_in` (a race injected there).
-    pub hook: Mutex<Option<Hook>>,
-}
-
-impl Space {
-    pub fn notify(&self, st: &mut State, r: VaRange, ev: Event, owner: Option<DeviceId>, change: impl FnOnce(&mut State)) {
-        let mm = self.mm.lock().upgrade();
-        if let Some(mm) = &mm {
-            for d in mm.invalidate_start(r, ev, owner) {
-                if let Some(p) = st.resident.get_mut(&((d - BASE) / 4096)) {
-                    p.dirty = true;
-                }
-            }
-        }
-        change(st);
-        if let Some(mm) = &mm {
-            mm.invalidate_end(r, ev);
-        }
-    }
-
-    fn new_frame(st: &mut State, data: u64) -> u64 {
-        st.next_frame += 1;
-        let f = st.next_frame;
-        st.memory.insert(f, data);
-        f
-    }
-
-    pub fn range(p: u64, n: u64) -> VaRange {
-        VaRange::pages_from(va(p), n).unwrap()
-    }
-
-    /// A CPU access to a page a device holds exclusively: revoke (every
-    /// device loses it) and restore the CPU entry.
-    pub fn revoke(&self, st: &mut State, p: u64) {
-        if st.resident.get(&p).is_some_and(|pg| pg.excl.is_some()) {
-            self.notify(st, Self::range(p, 1), Event::Migrate, None, |st| {
-                let w = st.vma.get(&p).copied().unwrap_or(false);
-                let pg = st.resident.get_mut(&p).unwrap();
-                pg.excl = None;
-                pg.writable = w;
-            });
-        }
-    }
-
-    pub fn cpu_write(&self, p: u64, value: u64) {
-        if self.st.lock().vma.get(&p) != Some(&true) {
-            return; // not writable: the CPU's write would fault; nothing happens
-        }
-        let page = self.fault_in(va(p), true).unwrap();
-        let mut st = self.st.lock();
-        st.memory.insert(page.frame.as_u64() / 4096, value);
-        st.resident.get_mut(&p).unwrap().dirty = true;
-    }
-
-    /// A CPU read: the value it sees, if the page is mapped.
-    pub fn cpu_read(&self, p: u64) -> Option<u64> {
-        self.st.lock().vma.get(&p)?;
-        let page = self.fault_in(va(p), false).unwrap();
-        Some(self.st.lock().memory[&(page.frame.as_u64() / 4096)])
-    }
-}
-
-impl MirroredSpace for Space {
-    fn walk(&self, addr: u64) -> Option<CpuPage> {
-        let st = self.st.lock();
-        let p = st.resident.get(&((addr - BASE) / 4096)).filter(|p| p.excl.is_none())?;
-        Some(CpuPage { frame: PhysAddr::new(p.frame * 4096), writable: p.writable })
-    }
-
-    fn fault_in(&self, addr: u64, write: bool) -> Result<CpuPage, CpuFaultError> {
-        let hook = self.hook.lock().take();
-        if let Some(h) = hook {
-            h();
-        }
-        if addr < BASE || addr >= va(PAGES) {
-            return Err(CpuFaultError::NoVma);
-        }
-        let p = (addr - BASE) / 4096;
-        let mut st = self.st.lock();
-        let w = *st.vma.get(&p).ok_or(CpuFaultError::NoVma)?;
-        if write && !w {
-            return Err(CpuFaultError::Protection);
-        }
-        self.revoke(&mut st, p);
-        if !st.resident.contains_key(&p) {
-            let data = st.swapped.remove(&p).unwrap_or(0);
-            let frame = Self::new_frame(&mut st, data);
-            st.resident.insert(p, Page { frame, writable: w, cow: false, dirty: false, excl: None });
-        }
-        let page = st.resident[&p];
-        if write && !page.writable {
-            // COW break (or a write-protected page regaining write): the
-            // device and CPU views of this page change.
-            self.notify(&mut st, Self::range(p, 1), Event::Migrate, None, |st| {
-                let page = st.resident[&p]; // as the invalidation left it
-                let data = st.memory[&page.frame];
-                let frame = if page.cow { Self::new_frame(st, data) } else { page.frame };
-                st.resident.insert(p, Page { frame, writable: true, cow: false, ..page });
-            });
-        }
-        let page = st.resident[&p];
-        Ok(CpuPage { frame: PhysAddr::new(page.frame * 4096), writable: page.writable })
-    }
-
-    fn set_dirty(&self, addr: u64) {
-        if let Some(p) = self.st.lock().resident.get_mut(&((addr - BASE) / 4096)) {
-            p.dirty = true;
-        }
-    }
-
-    fn extent(&self, addr: u64) -> Option<VaRange> {
-        let st = self.st.lock();
-        let p = (addr - BASE) / 4096;
-        st.vma.get(&p)?;
-        let (mut s, mut e) = (p, p + 1);
-        while s > 0 && st.vma.contains_key(&(s - 1)) {
-            s -= 1;
-        }
-        while st.vma.contains_key(&e) {
-            e += 1;
-        }
-        Some(Self::range(s, e - s))
-    }
-
-    fn make_exclusive(&self, r: VaRange, owner: DeviceId) -> Result<Vec<CpuPage>, CpuFaultError> {
-        let first = (r.start() - BASE) / 4096;
-        let pages = first..first + r.pages();
-        for p in pages.clone() {
-            if self.st.lock().resident.get(&p).is_some_and(|pg| pg.excl == Some(owner)) {
-                continue; // already ours
-            }
-            self.fault_in(va(p), true)?;
-        }
-        let mut st = self.st.lock();
-        self.notify(&mut st, r, Event::Exclusive, Some(owner), |st| {
-            for p in pages.clone() {
-                st.resident.get_mut(&p).unwrap().excl = Some(owner);
-            }
-        });
-        Ok(pages.map(|p| CpuPage { frame: PhysAddr::new(st.resident[&p].frame * 4096), writable: true }).collect())
-    }
-}
-
-/// Heap table memory that can be told to run out.
-#[derive(Default)]
-pub(crate) struct LimitedMemory {
-    pub heap: HeapMemory,
-    /// Allocations left; negative: unlimited.
-    pub budget: AtomicI64,
-}
-
-// SAFETY: forwards to `HeapMemory`, refusing allocations over budget.
-unsafe impl TableMemory for LimitedMemory {
-    fn alloc_table(&self) -> Option<PhysAddr> {
-        if self.budget.load(Ordering::SeqCst) == 0 {
-            return None;
-        }
-        if self.budget.load(Ordering::SeqCst) > 0 {
-            self.budget.fetch_sub(1, Ordering::SeqCst);
-        }
-        self.heap.alloc_table()
-    }
-    unsafe fn free_table(&self, t: PhysAddr) {
-        // SAFETY: forwarded contract.
-        unsafe { self.heap.free_table(t) }
-    }
-    fn table(&self, t: PhysAddr) -> NonNull<Node> {
-        self.heap.table(t)
-    }
-}
-
-type UpdateHook = Box<dyn Fn(&Update) + Send + Sync>;
-
-pub(crate) struct Driver {
-    pub updates: Mutex<Vec<Update>>,
-    /// Mirrors the driver said were detached.
-    pub detached: Mutex<Vec<MirrorId>>,
-    /// Called on every update (to observe ordering).
-    pub on_update: Mutex<Option<UpdateHook>>,
-}
-
-impl DeviceDriver for Driver {
-    fn update(&self, u: &Update) {
-        if let Some(h) = &*self.on_update.lock() {
-            h(u);
-        }
-        self.updates.lock().push(*u);
-    }
-    fn detach(&self, mirror: MirrorId) -> Detached {
-        self.detached.lock().push(mirror);
-        // SAFETY: a software device: it reaches the table only through
-        // this driver, which forgets the mirror here.
-        unsafe { Detached::new(mirror) }
-    }
-}
+pub(crate) use crate::model_space::{va, Driver, LimitedMemory, Page, Space, State, BASE, PAGES};
 
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
@@ -288,11 +52,15 @@ pub(crate) enum Op {
     DevFault(usize, u64, u64, bool),
     DevWrite(usize, u64, u64),
     DevRead(usize, u64),
-    Exclusive(usize, u64),
+    /// Mirror, first page, pages.
+    Exclusive(usize, u64, u64),
     /// The mirror is released during its own fault's CPU-side work.
     ReleaseDuringFault(usize, u64, bool),
     /// The next operation gets only this many table nodes.
     Starve(i64),
+    /// A device fault across the 2 MiB boundary at page 8 with only this
+    /// many table nodes: commits may fail midway.
+    StarvedFault(usize, u64, u64, bool, i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -309,9 +77,10 @@ fn op() -> impl Strategy<Value = Op> {
         (0usize..2, p.clone(), 1u64..4, any::<bool>()).prop_map(|(m, p, n, w)| Op::DevFault(m, p, n, w)),
         (0usize..2, p.clone(), 1000u64..2000).prop_map(|(m, p, v)| Op::DevWrite(m, p, v)),
         (0usize..2, p.clone()).prop_map(|(m, p)| Op::DevRead(m, p)),
-        (0usize..2, p.clone()).prop_map(|(m, p)| Op::Exclusive(m, p)),
+        (0usize..2, p.clone(), 1u64..4).prop_map(|(m, p, n)| Op::Exclusive(m, p, n)),
         (0usize..2, p, any::<bool>()).prop_map(|(m, p, w)| Op::ReleaseDuringFault(m, p, w)),
         (0i64..3).prop_map(Op::Starve),
+        (0usize..2, 4u64..8, 2u64..6, any::<bool>(), 0i64..2).prop_map(|(m, p, n, w, b)| Op::StarvedFault(m, p, n, w, b)),
     ]
 }
 
@@ -451,7 +220,10 @@ impl World {
                 let res = self.mirrors[m].fault(va(p), n, w);
                 let after = sp.st.lock().clone();
                 self.check_only_asked_pages_changed(&before, &after, p..p + n);
-                if w && res.is_ok() {
+                // A commit that failed midway keeps what it wrote (dirty:
+                // the device was about to write those pages).
+                let kept = res.as_ref().map_or_else(|e| e.kind == crate::DeviceFaultKind::NoTableMemory, |_| true);
+                if w && kept {
                     self.may_dirty.extend(p..p + n);
                 }
             }
@@ -471,13 +243,26 @@ impl World {
                     assert_eq!(seen, self.truth.get(&p).copied().unwrap_or(0), "device read of page {p} sees the current data");
                 }
             }
-            Op::Exclusive(m, p) => {
-                if self.mirrors[m].take_exclusive(Space::range(p, 1)).is_ok() {
-                    self.may_dirty.insert(p);
+            Op::Exclusive(m, p, n) => {
+                let n = n.min(PAGES - p);
+                // Also a commit that failed midway keeps (dirty) what it wrote.
+                let res = self.mirrors[m].take_exclusive(Space::range(p, n));
+                if res.map_or_else(|e| e.kind == crate::DeviceFaultKind::NoTableMemory, |_| true) {
+                    self.may_dirty.extend(p..p + n);
                 }
             }
             Op::ReleaseDuringFault(m, p, w) => self.release_during_fault(m, p, w),
             Op::Starve(n) => self.mem.budget.store(n, Ordering::SeqCst),
+            Op::StarvedFault(m, p, n, w, budget) => {
+                // Pages mapped, an entry below the boundary (its table node
+                // exists), none above: the commit fails where it crosses.
+                self.apply(&Op::Map(0, 16, true));
+                self.apply(&Op::DevFault(m, p - 1, 1, false));
+                self.apply(&Op::Unmap(8, 1));
+                self.apply(&Op::Map(8, 1, true));
+                self.mem.budget.store(budget, Ordering::SeqCst);
+                self.apply(&Op::DevFault(m, p, n, w));
+            }
         }
         if !matches!(op, Op::Starve(_)) {
             self.mem.budget.store(-1, Ordering::SeqCst);

@@ -178,7 +178,7 @@ fn fork_swap_and_migration_revoke_exclusive_access() {
     for op in [Op::Fork, Op::SwapOut(0), Op::Migrate(0), Op::Unmap(0, 1)] {
         let mut w = World::new(1);
         map(&mut w, 0, 2);
-        w.apply(&Op::Exclusive(0, 0));
+        w.apply(&Op::Exclusive(0, 0, 1));
         assert!(w.mirrors[0].get(va(0)).unwrap().exclusive);
         w.apply(&op);
         w.check();
@@ -252,11 +252,11 @@ struct OrderDriver {
 }
 impl DeviceDriver for OrderDriver {
     fn update(&self, _: &Update) {}
-    fn detach(&self, mirror: MirrorId) -> Detached {
+    fn detach(&self, mirror: MirrorId) -> Option<Detached> {
         self.live_at_detach.store(self.mem.heap.live(), Ordering::SeqCst);
         // SAFETY: a software device (the test checks the ordering); `lie`
         // names another mirror on purpose.
-        unsafe { Detached::new(if self.lie { MirrorId(u32::MAX) } else { mirror }) }
+        Some(unsafe { Detached::new(if self.lie { MirrorId(u32::MAX) } else { mirror }) })
     }
 }
 

@@ -31,14 +31,23 @@ struct Row {
 }
 
 fn one(pages: u64, prefault: u64, slot: u64) -> Result<Row, &'static str> {
+    one_with(pages, prefault, slot, true, hmm::PrefaultPolicy::Mirror)
+}
+
+/// `resident`: the CPU touched every page first; `policy`: what prefault
+/// does with neighbours the CPU does not map.
+fn one_with(pages: u64, prefault: u64, slot: u64, resident: bool, policy: hmm::PrefaultPolicy) -> Result<Row, &'static str> {
     let accs = accels()?;
     let p = Process::new().map_err(|_| "out of frames")?;
     p.hmm.mm.set_prefault(prefault);
+    p.hmm.mm.set_prefault_policy(policy);
     // Naturally aligned for its size, so munmap can be one invalidation.
     let base = 0x100_0000_0000 + slot * 0x10_0000_0000;
     let r = p.aspace.mmap(Some(base), pages * 4096, Prot::READ | Prot::WRITE, true).map_err(|_| "mmap")?;
     // Resident on the CPU side first: we measure HMM, not demand-zero.
-    touch(&p, r)?;
+    if resident {
+        touch(&p, r)?;
+    }
     let mut acc = accs[0].lock();
     acc.bind(&p.hmm).map_err(|_| "bind")?;
     let before = acc.stats;
@@ -119,6 +128,17 @@ pub fn run() -> bool {
                     println!("{n:>6} pages: failed: {e}");
                     ok = false;
                 }
+            }
+        }
+    }
+    println!("\nfresh (never touched) pages, prefault 16: the default policy faults in only what the device touches; `populate` read-faults the window:");
+    for (name, policy) in [("mirror", hmm::PrefaultPolicy::Mirror), ("populate", hmm::PrefaultPolicy::Populate)] {
+        slot += 1;
+        match one_with(512, 16, slot, false, policy) {
+            Ok(r) => println!("  512 pages, {name:>8}: {:>4} faults, {:>7} cyc/fault, {:>6} cyc/page populated", r.faults, r.fault_cycles / r.faults.max(1), r.fault_cycles / r.populated.max(1)),
+            Err(e) => {
+                println!("  512 pages, {name}: failed: {e}");
+                ok = false;
             }
         }
     }

@@ -19,8 +19,10 @@
 //! ```
 //!
 //! munmap and exit release an exclusive entry's frame like a present one
-//! (their own notification already removes every device's entry). The state
-//! lives only in the entry: nothing else to keep in sync, nothing to leak.
+//! (their own notification already removes every device's entry). Reclaim's
+//! clock passes exclusive pages by (the device holds them); swapping a range
+//! out explicitly revokes first. The state lives only in the entry: nothing
+//! else to keep in sync, nothing to leak.
 
 use super::fault::{Access, AccessError, AccessFailure, CpuPte};
 use super::pte::{self, Pte, MAX_EXCLUSIVE_OWNER};
@@ -84,18 +86,30 @@ impl Inner {
     }
 
     /// Revoke every device-exclusive entry in `range` (one `Revoke` change
-    /// over the span they cover) and restore CPU access. Returns how many.
+    /// per run of consecutive exclusive pages) and restore CPU access.
+    /// Returns how many.
     pub(super) fn revoke_exclusive(&mut self, id: AspaceId, range: VaRange) -> usize {
-        let mut held = Vec::new();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
         self.tables().for_each(range.start(), range.end(), &mut |va, e| {
             if let Pte::Exclusive { .. } = Pte::decode(e) {
-                held.push(va);
+                match runs.last_mut() {
+                    Some((_, end)) if *end == va => *end += 4096,
+                    _ => runs.push((va, va + 4096)),
+                }
             }
         });
-        let (Some(&first), Some(&last)) = (held.first(), held.last()) else { return 0 };
-        let span = VaRange::new(first, last + 4096).expect("user pages");
-        self.change(id, Change { range: span, kind: ChangeKind::Revoke }, |inner, _tlb, _| {
-            for &va in &held {
+        let mut count = 0;
+        for (start, end) in runs {
+            let run = VaRange::new(start, end).expect("user pages");
+            self.revoke_run(id, run);
+            count += run.pages() as usize;
+        }
+        count
+    }
+
+    fn revoke_run(&mut self, id: AspaceId, run: VaRange) {
+        self.change(id, Change { range: run, kind: ChangeKind::Revoke }, |inner, _tlb, _| {
+            for va in run.page_addrs() {
                 let prot = inner.vmas.find(va).map(|v| v.prot);
                 let e = inner.tables().entry(va, false).ok().flatten().expect("held");
                 // Read the entry now: a device's dirtiness was just reported.
@@ -105,7 +119,6 @@ impl Inner {
             }
             // Non-present → present: no TLB entry to flush.
         });
-        held.len()
     }
 }
 

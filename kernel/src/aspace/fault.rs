@@ -128,7 +128,9 @@ impl Inner {
         let write = access == Access::Write;
         // A device holds the page exclusively: any access revokes that
         // first (every device's entry goes) and restores the entry.
-        self.revoke_exclusive(id, hmm::VaRange::page_of(va).expect("user page"));
+        if let Some(Pte::Exclusive { .. }) = self.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
+            self.revoke_exclusive(id, hmm::VaRange::page_of(va).expect("user page"));
+        }
         if frames::stats().free < RECLAIM_LOW {
             // Frames run low: reclaim by the clock policy (never this page)
             // before taking one — the rare path, so the extra walk is fine.

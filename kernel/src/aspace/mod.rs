@@ -13,6 +13,8 @@
 //!         #PF ─► trap handler: extable fixup, nothing else ─► copy returns (CR2, error)
 //!    └─ aspace.handle_fault(CR2, access)        ← safe Rust, address space in hand
 //!         outside every VMA / against its prot ─► Err(AccessError { addr, access, reason })
+//!         exclusive ─► a device's exclusive access is revoked first (any
+//!                      access; see [`exclusive`]), then as below
 //!         none      ─► demand-zero: fresh zeroed frame
 //!         swapped   ─► swap-in: frame filled from the slot (slot kept while clean)
 //!         read-only + write in a writable VMA ─► COW break: copy, or reuse if
