@@ -41,7 +41,7 @@ pub mod range;
 pub use cpu::{CpuFaultError, CpuPage, MirroredSpace};
 pub use event::{Event, PteMask};
 pub use mirror::{Device, DeviceDriver, DeviceId, Mirror, MirrorId, Update};
-pub use mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, StatsSnapshot};
+pub use mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, StatsSnapshot, DEFAULT_PREFAULT_PAGES};
 pub use range::{BadRange, VaRange, PAGE, USER_END};
 
 #[cfg(test)]

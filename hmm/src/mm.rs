@@ -111,6 +111,13 @@ const MAX_RETRIES: u64 = 64;
 pub(crate) trait MirrorList: Send + Sync {
     fn detach(&self, id: MirrorId, dirty: &[u64]);
 }
+/// How many pages a device fault populates by default: the faulting page's
+/// naturally aligned window of this many pages, within the mapping (Linux's
+/// HMM leaves this to the driver; `Mm::set_prefault` changes it, 1 = off).
+/// The demo, the benchmarks, the tests and the README all speak of this one
+/// number.
+pub const DEFAULT_PREFAULT_PAGES: u64 = 16;
+
 
 /// HMM for one address space, for mirrors with entry layout `L`.
 pub struct Mm<L: EntryLayout, M: TableMemory, S: MirroredSpace> {
@@ -129,7 +136,7 @@ where
     S: MirroredSpace + 'static,
 {
     pub fn new(space: Weak<S>) -> Arc<Self> {
-        Arc::new(Mm { space, seq: AtomicU64::new(0), mirrors: Mutex::new(Vec::new()), prefault: AtomicU64::new(16), stats: Stats::default() })
+        Arc::new(Mm { space, seq: AtomicU64::new(0), mirrors: Mutex::new(Vec::new()), prefault: AtomicU64::new(DEFAULT_PREFAULT_PAGES), stats: Stats::default() })
     }
 
     /// Mirror this address space into `device`, with a table on `mem`.
