@@ -14,6 +14,10 @@
 //!       ├─ local APIC, PICs masked, sti   (irq)
 //!       └─ main(&BootInfo)                (the binary's)
 //! ```
+//!
+//! **New here? Start with [`guide`]**: why HMM, the words, and three walks
+//! through the source (one device fault, one fork, one munmap) tied to the
+//! console output, with exercises.
 #![no_std]
 // The reading path (`cargo docs`) renders private items too, so a link from
 // public docs to a private helper is a working link there.
@@ -40,6 +44,7 @@ pub mod cmdline;
 pub mod console;
 pub mod cycles;
 pub mod demo;
+pub mod guide;
 pub mod hmmdev;
 pub mod irq;
 pub mod mm;
