@@ -122,7 +122,8 @@ pub struct Outcome {
     /// QEMU's exit status code, None if it was killed by a signal or by us.
     pub status: Option<i32>,
     pub timed_out: bool,
-    /// The serial output, when captured (backtraces symbolized).
+    /// The serial output, when captured (backtraces symbolized), followed
+    /// by QEMU's stderr after a `--- QEMU stderr ---` line if it said anything.
     pub output: String,
     /// What QEMU printed on stderr.
     pub stderr: String,
@@ -439,7 +440,11 @@ pub fn run_session(kernel: &Path, machine: &Machine, session: Session) -> Result
         t.write(path).map_err(RunError::Io)?;
         timeline_events = Some(t.len());
     }
-    let output = String::from_utf8_lossy(&seen.captured).into_owned();
+    let mut output = String::from_utf8_lossy(&seen.captured).into_owned();
+    if session.capture && !stderr.is_empty() {
+        output.push_str("--- QEMU stderr ---\n");
+        output.push_str(&stderr);
+    }
     Ok(Outcome { status, timed_out, output, stderr, wall, kind, timeline_events })
 }
 
