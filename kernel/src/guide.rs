@@ -118,6 +118,24 @@
 //! `hmm> walk2 0 0x20000000` now shows the CPU's walk and the IOMMU's walk
 //! ending at the same frame (the CPU `P W U`, the device `R`).
 //!
+//! The same chain, stopped in gdb (`cargo run -- --console --gdb`, then
+//! `gdb target/kernel/x86_64-unknown-none/debug/hmmos-kernel -ex 'target remote :1234'
+//! -ex 'break kernel::aspace::AddressSpace::handle_fault' -ex continue`, and
+//! the `dread` above on the console; `bt`, shortened):
+//!
+//! ```text
+//! #0  kernel::aspace::AddressSpace::handle_fault (addr=536870912, access=Read) at kernel/src/aspace/fault.rs:78
+//! #1  kernel::hmmdev::space::{impl#0}::fault_in (va=536870912) at kernel/src/hmmdev/space.rs:48
+//! #2  hmm::mm::Mm<VtdLayout, KernelTableMemory, KernelSpace>::fault (addr=536870912, write=false) at hmm/src/mm.rs:241
+//! #3  kernel::hmmdev::HmmAccel::transfer (dir=ToDevice, iova=536870912, count=16) at kernel/src/hmmdev/jobs.rs:96
+//! #4  kernel::hmmdev::HmmAccel::read at kernel/src/hmmdev/jobs.rs:126
+//! #5  kernel::world::dev::dread at kernel/src/world/dev.rs:49
+//! #6  kernel::shell::Shell<World>::execute at kernel/src/shell/mod.rs:105
+//! ```
+//!
+//! (gdb's `kill` then ends the session; the launcher says so and exits
+//! with status 8.)
+//!
 //! ## Follow one fork
 //!
 //! ```text
@@ -176,9 +194,10 @@
 //!   transfers). See [`crate::console`].
 //! * `cargo run -- --console --trace fault.json < script.txt` writes a
 //!   timeline of device faults for <https://ui.perfetto.dev>.
-//! * gdb: `cargo run -- --console --gdb`, then
-//!   `gdb target/kernel/x86_64-unknown-none/debug/hmmos-kernel -ex 'target remote :1234'`,
-//!   `rbreak Mm.*::fault$`, `continue`, and `dread` on the console.
+//! * gdb: `cargo run -- --console --gdb` (or `--gdb=PORT`; it listens on
+//!   127.0.0.1 only), then break on a non-generic function such as
+//!   `kernel::aspace::AddressSpace::handle_fault` (generic ones like
+//!   `hmm::mm::Mm::fault` are easier to reach through `bt`).
 //! * A panic or CPU exception prints a frame-pointer backtrace
 //!   ([`crate::arch::backtrace`]) that the launcher symbolizes.
 //!
