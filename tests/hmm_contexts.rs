@@ -185,7 +185,7 @@ fn a_job_over_present_pages_faults_once() {
     let mut seen = Vec::new();
     let mut at = 0u64;
     acc.read_with(UserSpan::new(BASE, pages * PAGE).unwrap(), |bytes| {
-        if at % PAGE == 0 {
+        if at.is_multiple_of(PAGE) {
             seen.push(u64::from_le_bytes(bytes[..8].try_into().unwrap()));
         }
         at += bytes.len() as u64;

@@ -10,7 +10,7 @@
 //! * [`mirror`]: devices, mirrors, and the driver's `update` callback with
 //!   the event → action table;
 //! * [`mm`]: per-address-space state — mirrors, invalidation;
-//! * [`interval`]: per-interval sequence counts (the retry protocol);
+//! * `interval`: per-interval sequence counts (the retry protocol);
 //! * [`fault`]: device faults (honest prefault) and exclusive access;
 //! * [`cpu`]: the address-space trait the kernel implements;
 //! * [`event`]: events and their masks (`new = old & mask`).
@@ -47,7 +47,7 @@ pub use cpu::{CpuFaultError, CpuPage, MirroredSpace};
 pub use event::{Event, PteMask};
 pub use snapshot::{CpuPageState, PageView};
 pub use mirror::{Detached, Device, DeviceDriver, DeviceId, Mirror, MirrorAccess, MirrorId, Update};
-pub use mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, PrefaultPolicy, StatsSnapshot, MAX_FAULT_PAGES};
+pub use mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, PrefaultPolicy, StatsSnapshot, DEFAULT_PREFAULT_PAGES, MAX_FAULT_PAGES};
 pub use range::{BadRange, VaRange, PAGE, USER_END};
 
 #[cfg(test)]

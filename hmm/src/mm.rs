@@ -16,7 +16,7 @@
 //!
 //! # The retry protocol (Linux's `mmu_interval_read_begin` / `read_retry`)
 //!
-//! Per interval (see [`crate::interval`]): a fault registers its window;
+//! Per interval (see the `interval` module): a fault registers its window;
 //! an invalidation bumps the count of every overlapping interval before it
 //! touches any mirror table; the fault waits for overlapping invalidations
 //! in progress before doing any work, and commits only if its count is
@@ -124,6 +124,13 @@ pub enum PrefaultPolicy {
     /// populating prefetch like UVM's; still never COW-breaks or dirties.
     Populate,
 }
+/// How many pages a device fault populates by default: the faulting page's
+/// naturally aligned window of this many pages, within the mapping (Linux's
+/// HMM leaves this to the driver; `Mm::set_prefault` changes it, 1 = off).
+/// The demo, the benchmarks, the tests and the README all speak of this one
+/// number.
+pub const DEFAULT_PREFAULT_PAGES: u64 = 16;
+
 
 /// HMM for one address space, for mirrors with entry layout `L`.
 pub struct Mm<L: EntryLayout, M: TableMemory, S: MirroredSpace> {
@@ -144,7 +151,7 @@ where
     S: MirroredSpace + 'static,
 {
     pub fn new(space: Weak<S>) -> Arc<Self> {
-        Arc::new(Mm { space, intervals: Intervals::default(), mirrors: Mutex::new(Vec::new()), prefault: AtomicU64::new(16), policy: core::sync::atomic::AtomicU8::new(0), stats: Stats::default() })
+        Arc::new(Mm { space, intervals: Intervals::default(), mirrors: Mutex::new(Vec::new()), prefault: AtomicU64::new(DEFAULT_PREFAULT_PAGES), policy: core::sync::atomic::AtomicU8::new(0), stats: Stats::default() })
     }
 
     /// Mirror this address space into `device`, with a table on `mem`.

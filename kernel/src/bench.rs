@@ -110,7 +110,7 @@ pub fn run() -> bool {
     println!("{:>6} {:>9} {:>7} {:>12} {:>12} {:>14} {:>10}", "pages", "prefault", "faults", "cyc/fault", "cyc/page", "munmap cyc/pg", "IOTLB cmds");
     let mut slot = 0;
     let mut ok = true;
-    for prefault in [1u64, 16] {
+    for prefault in [1u64, hmm::DEFAULT_PREFAULT_PAGES] {
         for &n in &SIZES {
             slot += 1;
             match one(n, prefault, slot) {

@@ -74,7 +74,7 @@ pub fn run() -> bool {
     let got = acc0.read(r.start(), data.len() as u64);
     job_line(&acc0, before);
     d.check(got.as_deref() == Ok(&data[..]), "the device read exactly what the CPU wrote (64 KiB)");
-    d.check(acc0.stats.faults_resolved - before.faults_resolved == 1, "one fault populated all 16 pages (prefault window 16)");
+    d.check(acc0.stats.faults_resolved - before.faults_resolved == 1, &alloc::format!("one fault populated all 16 pages (prefault window hmm::DEFAULT_PREFAULT_PAGES = {})", hmm::DEFAULT_PREFAULT_PAGES));
 
     println!("\n2. The device writes; the CPU reads it back.");
     let msg = b"written by the accelerator";

@@ -14,7 +14,25 @@
 //!       ├─ local APIC, PICs masked, sti   (irq)
 //!       └─ main(&BootInfo)                (the binary's)
 //! ```
+//!
+//! **New here? Start with [`guide`]**: why HMM, the words, and three walks
+//! through the source (one device fault, one fork, one munmap) tied to the
+//! console output, with exercises.
 #![no_std]
+// The reading path (`cargo docs`) renders private items too, so a link from
+// public docs to a private helper is a working link there.
+#![allow(rustdoc::private_intra_doc_links)]
+
+// Built for the host by mistake (`cargo build -p kernel`, `cargo test
+// --workspace`): say so, instead of rustc's missing-panic-handler and
+// build-std advice. Linting and documenting for the host are fine (`cargo
+// clippy --workspace`, `cargo doc`): they never link.
+#[cfg(not(any(target_os = "none", clippy, doc)))]
+compile_error!(
+    "the kernel crates (kernel, test-kernels) are bare-metal: they build only for x86_64-unknown-none. \
+     `cargo run` and `cargo test` build them through the launcher; to build or lint them directly use \
+     `cargo kbuild` or `cargo kclippy` (aliases in .cargo/config.toml)"
+);
 
 extern crate alloc;
 
@@ -26,6 +44,7 @@ pub mod cmdline;
 pub mod console;
 pub mod cycles;
 pub mod demo;
+pub mod guide;
 pub mod hmmdev;
 pub mod irq;
 pub mod mm;

@@ -122,7 +122,8 @@ pub struct Outcome {
     /// QEMU's exit status code, None if it was killed by a signal or by us.
     pub status: Option<i32>,
     pub timed_out: bool,
-    /// The serial output, when captured (backtraces symbolized).
+    /// The serial output, when captured (backtraces symbolized), followed
+    /// by QEMU's stderr after a `--- QEMU stderr ---` line if it said anything.
     pub output: String,
     /// What QEMU printed on stderr.
     pub stderr: String,
@@ -248,29 +249,30 @@ impl SerialReader {
         }
     }
 
-    /// Handle a chunk of serial output.
+    /// Handle a chunk of serial output: forwarded (or captured) at once, in
+    /// one write, with annotations appended to the lines that get them.
     fn feed(&mut self, chunk: &[u8]) {
         self.seen.spoke = true;
+        let mut out = Vec::with_capacity(chunk.len() + 64);
         let mut rest = chunk;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
             let (part, tail) = rest.split_at(nl);
             self.line.extend_from_slice(part);
             let full = String::from_utf8_lossy(&self.line).into_owned();
-            // Forward what was not forwarded yet, plus any annotation, then the newline.
-            let unsent = part.to_vec();
-            self.emit(&unsent);
+            // What was not forwarded yet, any annotation, then the newline.
+            out.extend_from_slice(part);
             if let Some(note) = self.line_done(full.trim_end_matches('\r')) {
-                self.emit(note.as_bytes());
+                out.extend_from_slice(note.as_bytes());
             }
-            self.emit(b"\n");
+            out.push(b'\n');
             self.line.clear();
             rest = &tail[1..];
         }
         // A partial line (a prompt, or a line still arriving): forward now.
-        self.emit(rest);
+        out.extend_from_slice(rest);
+        self.emit(&out);
         self.line.extend_from_slice(rest);
-        let partial = String::from_utf8_lossy(&self.line);
-        if partial.contains(CONSOLE_READY) {
+        if !rest.is_empty() && String::from_utf8_lossy(&self.line).contains(CONSOLE_READY) {
             self.console_ready();
         }
     }
@@ -439,7 +441,11 @@ pub fn run_session(kernel: &Path, machine: &Machine, session: Session) -> Result
         t.write(path).map_err(RunError::Io)?;
         timeline_events = Some(t.len());
     }
-    let output = String::from_utf8_lossy(&seen.captured).into_owned();
+    let mut output = String::from_utf8_lossy(&seen.captured).into_owned();
+    if session.capture && !stderr.is_empty() {
+        output.push_str("--- QEMU stderr ---\n");
+        output.push_str(&stderr);
+    }
     Ok(Outcome { status, timed_out, output, stderr, wall, kind, timeline_events })
 }
 

@@ -137,6 +137,7 @@ fn the_guided_demo_holds_every_check() {
         assert!(text.contains(step), "the demo narrates `{step}`");
     }
     assert!(r.stderr.contains("hmmos: building the kernel"), "the build is announced:\n{}", r.stderr);
+    assert!(r.stderr.contains("Finished `dev` profile"), "the nested build is not --quiet: its progress shows:\n{}", r.stderr);
 }
 
 /// A script of at least `size` bytes: data written first, `ps` and comment

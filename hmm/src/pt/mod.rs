@@ -246,7 +246,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
         self.update(range, |_, _| None)
     }
 
-    /// Recursive worker of [`update`]; returns whether `table` is now empty.
+    /// Recursive worker of [`Self::update`]; returns whether `table` is now empty.
     #[allow(clippy::too_many_arguments)]
     fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> bool {
         let s = span(level);

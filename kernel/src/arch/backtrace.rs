@@ -37,7 +37,7 @@ pub fn walk(rbp: u64, out: &mut [u64]) -> usize {
     let (lo, hi) = (stack.guard.as_u64() + 4096, stack.top.as_u64());
     let mut fp = rbp;
     let mut n = 0;
-    while n < out.len() && fp % 8 == 0 && fp >= lo && fp + 16 <= hi {
+    while n < out.len() && fp.is_multiple_of(8) && fp >= lo && fp + 16 <= hi {
         // SAFETY: [fp, fp + 16) lies inside a mapped kernel stack (checked
         // above); reading it has no side effect.
         let (next, ret) = unsafe { (*(fp as *const u64), *((fp + 8) as *const u64)) };

@@ -3,7 +3,7 @@
 //!
 //! Swap cache: a page swapped back in keeps its slot while it stays clean
 //! (the address space remembers it), so swapping it out again rewrites
-//! nothing — [`SwapStore::writes`] counts real slot writes to prove it.
+//! nothing — [`SwapStats::writes`] counts real slot writes to prove it.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

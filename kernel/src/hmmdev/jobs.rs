@@ -122,6 +122,8 @@ impl UserSpan {
     pub fn start(&self) -> u64 {
         self.start
     }
+    /// The length in bytes (never 0: see [`UserSpan::new`]).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -228,14 +230,14 @@ impl HmmAccel {
             let t0 = cycles::now();
             let write = rec.access == Access::Write;
             log::debug!("fault.begin accel={} va={:#x} access={} reason={:#x}", self.index, rec.addr, if write { "write" } else { "read" }, rec.reason);
-            let resolved = mirror.fault(rec.addr, 1, write).and_then(|out| {
+            let resolved = mirror.fault(rec.addr, 1, write).map(|out| {
                 // The same round: the rest of the job's pages the CPU has.
                 let rest = extent.intersect(&mirror_window(rec.addr, extent)).filter(|r| r.pages() > 1);
                 let more = match rest {
                     Some(r) => mirror.mirror_present(r, write).unwrap_or(0),
                     None => 0,
                 };
-                Ok(hmm::FaultOutcome { pages: out.pages + more, ..out })
+                hmm::FaultOutcome { pages: out.pages + more, ..out }
             });
             match resolved {
                 Ok(out) => {

@@ -7,7 +7,7 @@
 //! bump allocator already used. Allocation is next-fit over 64-bit words, so
 //! finding a free frame skips 64 used frames at a time.
 //!
-//! Ownership: [`alloc`] returns a [`Frame`], which holds one reference. Drop
+//! Ownership: [`alloc()`] returns a [`Frame`], which holds one reference. Drop
 //! releases it; the frame returns to the bitmap when the last reference goes.
 //! [`Frame::share`] takes another reference (COW). A page-table entry that
 //! maps a frame holds a reference too: [`Frame::into_raw`] moves the

@@ -17,8 +17,8 @@
 //! Locking: the platform is a `spin::Once`; the IOMMU and each accelerator
 //! sit behind their own ranked locks (see [`crate::sync`]): device before IOMMU.
 
-mod accel;
-mod memory;
+pub mod accel;
+pub mod memory;
 
 pub use accel::{Accelerator, DmaError};
 pub use memory::KernelTableMemory;

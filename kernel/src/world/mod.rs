@@ -6,9 +6,9 @@
 //! exclusive access), [`view`] (page-table walks, mirror snapshots,
 //! statistics).
 
-mod dev;
-mod mem;
-mod view;
+pub mod dev;
+pub mod mem;
+pub mod view;
 
 use crate::aspace::AddressSpace;
 use crate::hmmdev::ProcessHmm;

@@ -229,7 +229,7 @@ pub fn walk2(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
                     dev_table = Some(next);
                 }
             }
-            None => line.push_str("-"),
+            None => line.push('-'),
         }
         let _ = writeln!(out, "{line}");
     }
