@@ -118,7 +118,7 @@ fn help_lists_every_command() {
     }
     let (code, out) = run_console("scripts/console-help.txt");
     assert_eq!(code, 0);
-    for cmd in ["spawn", "ps", "kill", "mmap", "munmap", "mprotect", "fork", "migrate", "swapout", "write", "read", "fill", "check", "bind", "unbind", "dread", "dwrite", "dfill", "dcopy", "exclusive", "prefault", "walk", "walk2", "trace", "mirror", "stats", "help", "exit"] {
+    for cmd in ["spawn", "ps", "kill", "mmap", "munmap", "mprotect", "fork", "migrate", "swapout", "write", "read", "fill", "check", "bind", "unbind", "dread", "dwrite", "dfill", "dcopy", "exclusive", "prefault", "walk", "walk2", "trace", "snapshot", "mirror", "stats", "help", "exit"] {
         assert!(out.contains(&format!("\n  {cmd}")), "help lists `{cmd}`:\n{out}");
     }
 }

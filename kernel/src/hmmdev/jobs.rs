@@ -264,9 +264,13 @@ impl HmmAccel {
     }
 
     /// The selected context's bounce page, with the device switched to
-    /// that context: every job starts here.
-    fn begin_job(&mut self) -> Result<x86_64::structures::paging::PhysFrame, JobError> {
-        self.activate()?;
+    /// that context: every job starts here (`addr`, `write`: the job's first
+    /// access, named if the context's process is gone).
+    fn begin_job(&mut self, addr: u64, write: bool) -> Result<x86_64::structures::paging::PhysFrame, JobError> {
+        self.activate().map_err(|e| match e {
+            JobError::Fault { kind, .. } => JobError::Fault { addr, write, kind },
+            e => e,
+        })?;
         self.binding().map(|b| b.bounce.frame()).ok_or(JobError::NotBound)
     }
 
@@ -286,7 +290,7 @@ impl HmmAccel {
     /// Read a span through the device, handing the bytes to `sink` one
     /// transfer at a time (no buffer in proportion to the span).
     pub fn read_with(&mut self, span: UserSpan, mut sink: impl FnMut(&[u8])) -> Result<(), JobError> {
-        let bounce = self.begin_job()?;
+        let bounce = self.begin_job(span.start(), false)?;
         let extent = span.pages();
         let mut buf = [0u8; CHUNK as usize];
         for piece in span.pieces() {
@@ -303,7 +307,7 @@ impl HmmAccel {
     /// Write `data` into process memory at `dst` through the device.
     pub fn write(&mut self, dst: u64, data: &[u8]) -> Result<(), JobError> {
         let span = UserSpan::new(dst, data.len() as u64)?;
-        let bounce = self.begin_job()?;
+        let bounce = self.begin_job(dst, true)?;
         let extent = span.pages();
         let mut off = 0usize;
         for piece in span.pieces() {
@@ -324,7 +328,7 @@ impl HmmAccel {
     /// written out piece by piece (streamed: nothing in proportion to `len`).
     pub fn fill(&mut self, dst: u64, len: u64, byte: u8) -> Result<(), JobError> {
         let span = UserSpan::new(dst, len)?;
-        let bounce = self.begin_job()?;
+        let bounce = self.begin_job(dst, true)?;
         let extent = span.pages();
         // SAFETY: as in `write`.
         unsafe { direct::write_frame(bounce, 0, &[byte; CHUNK as usize]) };
@@ -354,7 +358,7 @@ impl HmmAccel {
     /// Copy `len` bytes of process memory from `src` to `dst` on the device.
     pub fn copy(&mut self, dst: u64, src: u64, len: u64) -> Result<(), JobError> {
         let (s, d) = (UserSpan::new(src, len)?, UserSpan::new(dst, len)?);
-        self.begin_job()?;
+        self.begin_job(src, false)?;
         let mut done = 0;
         while done < len {
             let (sa, da) = (s.start + done, d.start + done);
