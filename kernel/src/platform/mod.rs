@@ -18,6 +18,7 @@
 //! sit behind their own `spin::Mutex`. Order: accelerator before IOMMU.
 
 mod accel;
+pub mod disk;
 mod memory;
 
 pub use accel::{Accelerator, DmaError};
