@@ -63,7 +63,7 @@ fn the_disks_dma_faults_without_a_mapping() {
     kernel::println!("  disk DMA without a mapping: {r:?}");
     let Err(DiskError::DmaFault(rec)) = r else { panic!("a transfer whose buffer the domain lacks must fail with a DMA fault, got {r:?}") };
     assert_eq!(rec.source, bdf, "the fault is the disk's");
-    assert_eq!(rec.addr, f.start_address().as_u64(), "the fault names the unmapped buffer");
+    assert_eq!(rec.addr, d.bounce_frame().start_address().as_u64(), "the fault names the unmapped page");
     // The same transfer with the mapping works.
     let g = frames::alloc_zeroed().unwrap();
     d.write_page(5, f.frame()).expect("write after reset");

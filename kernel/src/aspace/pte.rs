@@ -7,8 +7,14 @@
 //! ```text
 //!  present:  P=1  frame | flags (W, U, A, D, NX)      holds one frame reference
 //!  swapped:  P=0, bit 9 = 1, bits 12..51 = swap slot   holds one slot reference
+//!  dying:    P=0, bit 10 = 1, frame                    unmapped, frame reference
+//!                                                      released after the change
 //!  none:     0
 //! ```
+//!
+//! A dying entry exists only inside one locked munmap: it lets a bulk
+//! unmap keep its work list in the page table itself (no allocation) until
+//! `invalidate_end`, when the frames may be freed.
 
 use crate::mm::direct;
 use crate::mm::frames::{self, Frame, FrameFlags, OutOfFrames};
@@ -18,6 +24,8 @@ use x86_64::PhysAddr;
 
 /// The software bit that marks a swap entry.
 const SWAP: F = F::BIT_9;
+/// The software bit that marks a dying entry.
+const DYING: F = F::BIT_10;
 /// Flags of intermediate (non-leaf) user entries.
 const TABLE_FLAGS: F = F::PRESENT.union(F::WRITABLE).union(F::USER_ACCESSIBLE);
 
@@ -27,6 +35,7 @@ pub enum Pte {
     None,
     Present { frame: PhysFrame, flags: F },
     Swapped { slot: u64 },
+    Dying { frame: PhysFrame },
 }
 
 impl Pte {
@@ -36,6 +45,8 @@ impl Pte {
             Pte::Present { frame: PhysFrame::containing_address(e.addr()), flags }
         } else if flags.contains(SWAP) {
             Pte::Swapped { slot: e.addr().as_u64() >> 12 }
+        } else if flags.contains(DYING) {
+            Pte::Dying { frame: PhysFrame::containing_address(e.addr()) }
         } else {
             Pte::None
         }
@@ -50,6 +61,11 @@ pub fn set_present(e: &mut PageTableEntry, frame: PhysFrame, flags: F) {
 /// Write a swap entry.
 pub fn set_swapped(e: &mut PageTableEntry, slot: u64) {
     e.set_addr(PhysAddr::new(slot << 12), SWAP);
+}
+
+/// Turn a present entry into a dying one (same frame reference).
+pub fn set_dying(e: &mut PageTableEntry, frame: PhysFrame) {
+    e.set_addr(frame.start_address(), DYING);
 }
 
 /// The user-half tables of one address space.
@@ -127,7 +143,16 @@ impl UserTables {
 
     /// Visit every used leaf entry in `[start, end)`, skipping absent tables.
     pub fn for_each(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
-        walk(self.pml4, 4, 0, start, end, f);
+        walk(self.pml4, 4, 0, start, end, &mut |va, e| {
+            f(va, e);
+            true
+        });
+    }
+
+    /// Like [`UserTables::for_each`], stopping when `f` returns false;
+    /// returns false if it stopped early.
+    pub fn for_each_while(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry) -> bool) -> bool {
+        walk(self.pml4, 4, 0, start, end, f)
     }
 
     /// Visit every used leaf entry, then free every user page-table frame.
@@ -139,7 +164,7 @@ impl UserTables {
     }
 }
 
-fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
+fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry) -> bool) -> bool {
     let span = 1u64 << (12 + 9 * (level as u64 - 1));
     let first = if start > base { ((start - base) / span) as usize } else { 0 };
     // In the PML4 only the user half (0..256) belongs to us.
@@ -153,12 +178,12 @@ fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn Fn
         if e.is_unused() {
             continue;
         }
-        if level == 1 {
-            f(va, e);
-        } else {
-            walk(PhysFrame::containing_address(e.addr()), level - 1, va, start.max(va), end.min(va + span), f);
+        let go_on = if level == 1 { f(va, e) } else { walk(PhysFrame::containing_address(e.addr()), level - 1, va, start.max(va), end.min(va + span), f) };
+        if !go_on {
+            return false;
         }
     }
+    true
 }
 
 fn free(t: PhysFrame, level: u8) {

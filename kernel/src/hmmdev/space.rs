@@ -11,10 +11,9 @@
 //! | Revoke (CPU write)             | MIGRATE         | invalid, the holder's too |
 //! | Exit                           | RELEASE         | all gone, mirrors dead |
 
-use crate::aspace::{self, Access, AccessFailure, AddressSpace, AspaceId, Change, ChangeKind, Listener};
+use crate::aspace::{self, AccessFailure, AddressSpace, AspaceId, Change, ChangeKind, Listener};
 use crate::platform::KernelTableMemory;
 use alloc::sync::{Arc, Weak};
-use alloc::vec::Vec;
 use devices::vtd::VtdLayout;
 use hmm::{CpuFaultError, CpuPage, Event, MirroredSpace, VaRange};
 use x86_64::PhysAddr;
@@ -33,7 +32,9 @@ fn cpu_error(e: aspace::AccessError) -> CpuFaultError {
     match e.reason {
         AccessFailure::NoVma => CpuFaultError::NoVma,
         AccessFailure::Protection => CpuFaultError::Protection,
-        AccessFailure::OutOfMemory => CpuFaultError::OutOfMemory,
+        // HMM has no I/O error kind: a page that cannot come back from swap
+        // is memory the fault cannot have.
+        AccessFailure::OutOfMemory | AccessFailure::SwapIo => CpuFaultError::OutOfMemory,
     }
 }
 
@@ -45,7 +46,7 @@ impl MirroredSpace for KernelSpace {
 
     fn fault_in(&self, va: u64, write: bool) -> Result<CpuPage, CpuFaultError> {
         let a = self.aspace.upgrade().ok_or(CpuFaultError::NoVma)?;
-        let p = a.handle_fault(va, if write { Access::Write } else { Access::Read }).map_err(cpu_error)?;
+        let p = a.fault_in(va, write).map_err(cpu_error)?;
         Ok(CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable })
     }
 
@@ -85,9 +86,11 @@ struct HmmListener {
 }
 
 impl Listener for HmmListener {
-    fn invalidate_start(&self, _: AspaceId, c: &Change, dirty: &mut Vec<u64>) {
+    fn invalidate_start(&self, _: AspaceId, c: &Change, dirty: &mut dyn FnMut(u64)) {
         let (event, keep_exclusive) = event_of(c.kind);
-        dirty.extend(self.mm.invalidate_start(c.range, event, keep_exclusive));
+        for va in self.mm.invalidate_start(c.range, event, keep_exclusive) {
+            dirty(va);
+        }
     }
     fn invalidate_end(&self, _: AspaceId, c: &Change) {
         self.mm.invalidate_end(c.range, event_of(c.kind).0);

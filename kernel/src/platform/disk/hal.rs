@@ -20,7 +20,7 @@ use crate::mm::direct;
 use crate::mm::frames::{self, Frame, FrameFlags};
 use crate::platform::{KernelIommu, KernelTableMemory};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::AtomicBool;
 use devices::vtd::{Domain, Iova, Perm};
 use spin::Mutex;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr as VirtioAddr};
@@ -32,13 +32,13 @@ pub(super) struct DiskDma {
     pub domain: Domain<KernelTableMemory>,
     pub iommu: &'static Mutex<KernelIommu>,
     /// Pages mapped for good (rings, the control frame): never unmapped by `unshare`.
-    pub permanent: [Option<PhysAddr>; 4],
+    pub permanent: [Option<PhysAddr>; 6],
 }
 
 pub(super) static DMA: Mutex<Option<DiskDma>> = Mutex::new(None);
 
-/// Test hook: the next `share` leaves its buffer out of the domain, so the
-/// device's access to it faults in the IOMMU.
+/// Test hook: the next transfer runs with its buffer out of the domain, so
+/// the device's access to it faults in the IOMMU.
 pub(super) static SKIP_NEXT_SHARE: AtomicBool = AtomicBool::new(false);
 
 /// The `virtio-drivers` HAL of the swap disk.
@@ -143,9 +143,6 @@ unsafe impl Hal for DiskHal {
         if dma.permanent.contains(&Some(base)) {
             return base.as_u64() + offset;
         }
-        if SKIP_NEXT_SHARE.swap(false, Ordering::SeqCst) {
-            return base.as_u64() + offset;
-        }
         if !map(dma, base, pages, perm_of(direction)) {
             log::error!("swap disk: no IOMMU table memory to share a buffer");
         }
@@ -176,11 +173,20 @@ pub(super) fn map_permanent(frame: PhysFrame) -> bool {
     true
 }
 
-/// Remove whatever mapping of `frame` a request left behind (after a reset).
-pub(super) fn unmap_frame(frame: PhysFrame) {
+/// Take a permanent page out of the domain for a while (test hook; see
+/// [`SKIP_NEXT_SHARE`]): it stays listed as permanent, so `share` of it
+/// maps nothing and the device's access faults until [`remap_permanent`].
+pub(super) fn unmap_permanent(frame: PhysFrame) {
     if let Some(dma) = DMA.lock().as_mut() {
-        if !dma.permanent.contains(&Some(frame.start_address())) {
-            unmap(dma, frame.start_address(), 1);
+        unmap(dma, frame.start_address(), 1);
+    }
+}
+
+/// Undo [`unmap_permanent`].
+pub(super) fn remap_permanent(frame: PhysFrame) {
+    if let Some(dma) = DMA.lock().as_mut() {
+        if !map(dma, frame.start_address(), 1, Perm::ReadWrite) {
+            log::error!("swap disk: could not map its bounce page again");
         }
     }
 }

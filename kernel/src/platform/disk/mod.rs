@@ -8,10 +8,17 @@
 //!    ─► control frame (request header + status) mapped for good
 //!    ─► virtio-drivers: PciTransport (ACCESS_PLATFORM accepted) ─► VirtIOBlk
 //!  read_page / write_page(page index, frame):
-//!    header in the control frame ─► queue (the frame is shared: mapped)
-//!    ─► wait for the used ring (hlt with a short timer, bounded)
-//!    ─► pop (the frame is unshared: unmapped, IOTLB flushed) ─► status
+//!    page copied to/from the bounce frame; header in the control frame
+//!    ─► queue ─► wait for the used ring (hlt with a short timer, bounded)
+//!    ─► pop ─► VT-d fault records: one from the disk fails the transfer
+//!    ─► status
 //! ```
+//!
+//! Why a bounce frame rather than mapping each page frame for its transfer:
+//! swap-out runs when frames are scarce, and mapping arbitrary frames into
+//! the domain needs IOMMU table nodes (frames) and an IOTLB flush per page.
+//! The device sees exactly two pages of RAM, both the disk's own; the copy
+//! costs a 4 KiB memcpy per page.
 //!
 //! A device whose DMA faults (QEMU then marks it broken) or that does not
 //! answer is reset and re-initialised; the operation reports the error.
@@ -177,6 +184,8 @@ pub struct SwapDisk {
     /// Holds the request header (offset 0) and the status byte (offset 64),
     /// mapped in the disk's domain for good.
     control: PhysFrame,
+    /// The page the device reads and writes, mapped for good.
+    bounce: PhysFrame,
     iommu: &'static Mutex<super::KernelIommu>,
     pages: u64,
     stats: DiskStats,
@@ -205,20 +214,23 @@ fn bring_up() -> Result<SwapDisk, String> {
         let mut iommu = p.iommu.lock();
         let domain = iommu.new_domain(super::KernelTableMemory).map_err(|e| alloc::format!("{e}"))?;
         iommu.attach(bdf, domain.id(), domain.root()).map_err(|e| alloc::format!("{e}"))?;
-        *DMA.lock() = Some(DiskDma { domain, iommu: &p.iommu, permanent: [None; 4] });
+        *DMA.lock() = Some(DiskDma { domain, iommu: &p.iommu, permanent: [None; 6] });
     }
     let control = frames::alloc_zeroed().map_err(|e| alloc::format!("{e}"))?;
     control.set_flags(FrameFlags::PAGE_TABLE);
     let control = control.into_raw(); // owned by the disk for good
-    if !hal::map_permanent(control) {
-        return Err("no IOMMU table memory for the disk's control frame".into());
+    let bounce = frames::alloc_zeroed().map_err(|e| alloc::format!("{e}"))?;
+    bounce.set_flags(FrameFlags::PAGE_TABLE);
+    let bounce = bounce.into_raw(); // owned by the disk for good
+    if !hal::map_permanent(control) || !hal::map_permanent(bounce) {
+        return Err("no IOMMU table memory for the disk's control and bounce frames".into());
     }
     let mut root = PciRoot::new(EcamAccess(&p.ecam));
     let blk = new_blk(&mut root, bdf)?;
     let pages = blk.capacity() / SECTORS_PER_PAGE;
     let domain = DMA.lock().as_ref().map(|d| d.domain.id());
     log::info!("swap disk: virtio-blk at {bdf}, {} MiB ({pages} pages), DMA through VT-d {}", pages / 256, domain.map_or(0, |d| d.0));
-    Ok(SwapDisk { bdf, blk: Some(blk), root, control, iommu: &p.iommu, pages, stats: DiskStats::default() })
+    Ok(SwapDisk { bdf, blk: Some(blk), root, control, bounce, iommu: &p.iommu, pages, stats: DiskStats::default() })
 }
 
 #[derive(Clone, Copy)]
@@ -241,21 +253,34 @@ impl SwapDisk {
 
     /// Fill `frame` from disk page `page`.
     pub fn read_page(&mut self, page: u64, frame: PhysFrame) -> Result<(), DiskError> {
-        self.transfer(Dir::Read, page, frame)
+        self.transfer(Dir::Read, page)?;
+        // SAFETY: the caller owns `frame` for this call; the bounce frame is ours.
+        unsafe { direct::copy_frame(frame, self.bounce) };
+        Ok(())
     }
 
     /// Write `frame` to disk page `page`.
     pub fn write_page(&mut self, page: u64, frame: PhysFrame) -> Result<(), DiskError> {
-        self.transfer(Dir::Write, page, frame)
+        if page >= self.pages {
+            return Err(DiskError::OutOfRange(page));
+        }
+        // SAFETY: the bounce frame is the disk's; `frame` is live (the caller holds a reference).
+        unsafe { direct::copy_frame(self.bounce, frame) };
+        self.transfer(Dir::Write, page)
     }
 
-    /// Test hook: the next transfer's data buffer is not mapped in the
-    /// disk's domain, so the device's DMA to it faults in VT-d.
+    /// The physical page the device transfers through (for tests).
+    pub fn bounce_frame(&self) -> PhysFrame {
+        self.bounce
+    }
+
+    /// Test hook: the next transfer runs with the bounce page removed from
+    /// the disk's domain, so the device's DMA to it faults in VT-d.
     pub fn omit_next_buffer_mapping(&mut self) {
         hal::SKIP_NEXT_SHARE.store(true, Ordering::SeqCst);
     }
 
-    fn transfer(&mut self, dir: Dir, page: u64, frame: PhysFrame) -> Result<(), DiskError> {
+    fn transfer(&mut self, dir: Dir, page: u64) -> Result<(), DiskError> {
         if page >= self.pages {
             return Err(DiskError::OutOfRange(page));
         }
@@ -272,10 +297,14 @@ impl SwapDisk {
             *resp = BlkResp::default();
             (req, resp)
         };
-        // SAFETY: `frame` is a page frame the caller owns for the duration
-        // of this call (swap-out holds the entry's reference, swap-in a fresh
-        // frame); the direct map covers it.
+        let frame = self.bounce;
+        // SAFETY: the bounce frame is the disk's own, used by one request at
+        // a time under the disk's lock; the direct map covers it.
         let buf = unsafe { core::slice::from_raw_parts_mut(direct::phys_to_virt(frame.start_address()).as_mut_ptr::<u8>(), 4096) };
+        let omitted = hal::SKIP_NEXT_SHARE.swap(false, Ordering::SeqCst);
+        if omitted {
+            hal::unmap_permanent(frame);
+        }
         // SAFETY: `req`, `buf` and `resp` stay untouched until the request
         // completes (or the device is reset below).
         // Faults left from earlier work would be misattributed: clear them.
@@ -299,7 +328,9 @@ impl SwapDisk {
             if polls > MAX_POLLS {
                 self.stats.errors += 1;
                 self.reset();
-                hal::unmap_frame(frame);
+                if omitted {
+                    hal::remap_permanent(frame);
+                }
                 return Err(DiskError::NoCompletion);
             }
             let _ = crate::irq::wait_until(POLL_US, || blk.peek_used() == Some(token));
@@ -311,6 +342,9 @@ impl SwapDisk {
                 Dir::Write => blk.complete_write_blocks(token, req, buf, resp),
             }
         };
+        if omitted {
+            hal::remap_permanent(frame);
+        }
         let mut fault = None;
         for rec in self.iommu.lock().take_faults().records {
             if rec.source == self.bdf && fault.is_none() {
