@@ -4,7 +4,8 @@
 //! ```text
 //!  hand = (address space, va) ──► sweep that space's present pages from va:
 //!     in the protected window (a fault in progress)  ─► skip
-//!     accessed bit set   ─► clear it (second chance; harvested, no flush)
+//!     swap full, and the page is not clean in the swap cache ─► skip
+//!     accessed bit set   ─► clear it (second chance; harvested)
 //!     otherwise          ─► victim; BATCH victims ─► evict_batch:
 //!                            ONE SwapOut change over the batch's span
 //!                            (one notification, one IOTLB flush per mirror),
@@ -111,10 +112,15 @@ impl Inner {
             let start = self.clock_hand;
             let active = self.active();
             let limit = want.saturating_sub(freed).min(BATCH);
+            // With swap full, only pages the swap cache still holds clean can go.
+            let full = SWAP.is_full();
             let finished = self.tables().for_each_while(start, crate::mm::USER_END, &mut |va, e| {
                 last = va + 4096;
                 if let Pte::Present { frame, flags } = Pte::decode(e) {
                     if protect.is_some_and(|p| p.contains(va)) {
+                        return true;
+                    }
+                    if full && (flags.contains(F::DIRTY) || frames::swap_slot(frame).is_none()) {
                         return true;
                     }
                     if flags.contains(F::ACCESSED) {
@@ -136,6 +142,7 @@ impl Inner {
             if n > 0 {
                 match self.evict_batch(id, &victims[..n]) {
                     (k, None) => freed += k,
+                    (k, Some(SwapError::Full)) if k > 0 => freed += k,
                     (k, Some(e)) => {
                         log::debug!("reclaim: swap-out stopped: {e}");
                         return (freed + k, true);
@@ -172,6 +179,12 @@ impl Inner {
                         uncache(frame);
                         match SWAP.write_new(frame) {
                             Ok(slot) => slot,
+                            // Swap is full: this page stays; clean pages
+                            // of the batch can still go (their slots exist).
+                            Err(SwapError::Full) => {
+                                err = Some(SwapError::Full);
+                                continue;
+                            }
                             Err(e) => {
                                 err = Some(e);
                                 break;

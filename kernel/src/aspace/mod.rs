@@ -91,7 +91,7 @@ pub struct AspaceStats {
 
 /// Most pages one change releases through its buffer (a reclaim batch;
 /// single-page changes use one or two entries).
-pub(crate) const RELEASE_MAX: usize = 64;
+pub const RELEASE_MAX: usize = 64;
 
 /// What a change's entries held, released after its `invalidate_end`: a
 /// fixed buffer, so no change allocates. Bulk changes that could exceed it

@@ -237,6 +237,12 @@ impl SwapStore {
         self.store().lock().release(slot)
     }
 
+    /// Whether every slot is in use (only swap-cache hits can evict then).
+    pub fn is_full(&self) -> bool {
+        let s = self.store().lock();
+        s.in_use >= s.capacity
+    }
+
     pub fn stats(&self) -> SwapStats {
         let s = self.store().lock();
         SwapStats {
