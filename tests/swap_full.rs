@@ -6,6 +6,7 @@
 #![no_main]
 
 use kernel::aspace::swap::SWAP;
+use hmm::VaRange;
 use kernel::aspace::{AccessFailure, AddressSpace, Prot};
 use kernel::mm::{frames, heap};
 use kernel::println;
@@ -13,7 +14,7 @@ use kernel::println;
 kernel::entry!(main);
 
 fn main(_: &'static kernel::BootInfo) -> ! {
-    kernel::testing::run("swap_full", kernel::tests![swap_full_is_a_clean_error]);
+    kernel::testing::run("swap_full", kernel::tests![swap_full_is_a_clean_error, a_device_fault_protects_its_prefault_block, reclaim_is_global]);
 }
 
 fn fill_page(buf: &mut [u8; 4096], page: u64) {
@@ -82,3 +83,55 @@ fn swap_full_is_a_clean_error() {
     assert_eq!(f, base_frames, "every frame came back");
     assert_eq!(s, base_slots, "every swap slot came back");
 }
+
+/// Hoard frames until the next fault must reclaim.
+fn hoard_until_reclaim() -> alloc::vec::Vec<frames::Frame> {
+    let mut hoard = alloc::vec::Vec::new();
+    while frames::stats().free >= kernel::aspace::RECLAIM_LOW {
+        hoard.push(frames::alloc().unwrap());
+    }
+    hoard
+}
+
+/// A device fault (HMM resolves a prefault window page by page) must not
+/// have reclaim evict the other pages of its window meanwhile: `fault_in`
+/// protects the aligned 2 MiB block around the fault.
+fn a_device_fault_protects_its_prefault_block() {
+    let a = AddressSpace::new().unwrap();
+    let r = a.mmap(Some(0x4000_0000), 4 << 20, Prot::READ | Prot::WRITE, true).unwrap();
+    a.copy_to_user(r.start(), &alloc::vec![3u8; 4 << 20]).unwrap();
+    a.harvest(r); // every page cold: all are candidates
+    let block = VaRange::new(r.start(), r.start() + (2 << 20)).unwrap();
+    a.swap_out(VaRange::page_of(r.start() + 4096).unwrap());
+    let hoard = hoard_until_reclaim();
+    let outs = a.stats().swap_outs;
+    // The device faults page 1 (swapped): frames are low, reclaim runs.
+    a.fault_in(r.start() + 4096, false).unwrap();
+    assert!(a.stats().swap_outs > outs, "the fault reclaimed");
+    for va in block.page_addrs() {
+        assert!(a.walk(va).is_some(), "page {va:#x} of the faulting block was evicted");
+    }
+    assert!(a.walk(r.start() + (2 << 20)).is_none(), "reclaim took pages outside the block instead");
+    drop(hoard);
+}
+
+/// One process's fault reclaims another's cold pages.
+fn reclaim_is_global() {
+    let cold = AddressSpace::new().unwrap();
+    let rc = cold.mmap(None, 256 * 4096, Prot::READ | Prot::WRITE, false).unwrap();
+    cold.copy_to_user(rc.start(), &alloc::vec![5u8; 256 * 4096]).unwrap();
+    cold.harvest(rc);
+    let hot = AddressSpace::new().unwrap();
+    let rh = hot.mmap(None, 2 * 4096, Prot::READ | Prot::WRITE, false).unwrap();
+    hot.copy_to_user(rh.start(), &[1]).unwrap();
+    let hoard = hoard_until_reclaim();
+    hot.copy_to_user(rh.start() + 4096, &[2]).unwrap();
+    assert!(cold.stats().swap_outs > 0, "the other process's cold pages were reclaimed");
+    assert_eq!(hot.stats().swap_outs, 0);
+    drop(hoard);
+    let mut b = [0u8; 1];
+    cold.copy_from_user(rc.start() + 200 * 4096, &mut b).unwrap();
+    assert_eq!(b, [5]);
+}
+
+extern crate alloc;

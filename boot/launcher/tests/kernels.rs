@@ -81,6 +81,8 @@ fn main() -> ExitCode {
                 let expect = expectation(&k.name);
                 let timeout = match expect {
                     Expect::Hang(t) => t,
+                    // Swapping 4x the guest's RAM to disk takes a minute or two.
+                    _ if k.name.starts_with("swap_") => TIMEOUT * 3,
                     _ => TIMEOUT,
                 };
                 let outcome = run(&k.path, &machine_for(&k.name, &machine), true, Some(timeout)).map_err(|e| e.to_string());

@@ -53,7 +53,7 @@ pub mod swap;
 mod uaccess;
 pub mod vma;
 
-pub use fault::{Access, AccessError, AccessFailure, CpuPte};
+pub use fault::{Access, AccessError, AccessFailure, CpuPte, RECLAIM_LOW};
 pub use notify::{AspaceId, Change, ChangeKind, Listener, ListenerId};
 pub use ops::{MigrateError, PageBits};
 pub use vma::{Prot, Vma};
@@ -409,11 +409,10 @@ impl AddressSpace {
         if !inner.vmas.overlaps(r) {
             return Ok(());
         }
-        inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, _| {
-            inner.kill_entries(r, tlb);
-            inner.vmas.remove(r);
-        });
+        inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, _| inner.kill_entries(r, tlb));
         inner.reap(r);
+        // After the invalidation bracket: the VMA bookkeeping may allocate.
+        inner.vmas.remove(r);
         Ok(())
     }
 

@@ -27,8 +27,10 @@ use x86_64::VirtAddr;
 pub const HEAP_INITIAL: u64 = 2 << 20;
 /// The heap grows by at least this much at a time.
 const GROW_STEP: u64 = 256 << 10;
-/// Growth never leaves fewer free frames than this (reclaim's reserve).
-const FRAME_RESERVE: usize = 64;
+/// Growth never leaves fewer free frames than this: the heap may dip into
+/// the pool page faults keep free by reclaiming (`aspace`'s RECLAIM_LOW),
+/// but not take the very last frames.
+const FRAME_RESERVE: usize = 16;
 
 struct GrowingHeap {
     inner: Mutex<State>,
@@ -36,12 +38,14 @@ struct GrowingHeap {
 
 struct State {
     heap: Heap,
+    /// Allocations made so far (tests prove paths allocation-free with it).
+    allocations: u64,
     /// Bytes mapped from HEAP_BASE.
     mapped: u64,
 }
 
 #[global_allocator]
-static HEAP: GrowingHeap = GrowingHeap { inner: Mutex::new(State { heap: Heap::empty(), mapped: 0 }) };
+static HEAP: GrowingHeap = GrowingHeap { inner: Mutex::new(State { heap: Heap::empty(), allocations: 0, mapped: 0 }) };
 
 /// Map `bytes` more (page-rounded) at the end of the mapped part; returns
 /// how many bytes were mapped (fewer if frames or the region ran out).
@@ -74,6 +78,7 @@ fn map_more(mapped: u64, bytes: u64) -> u64 {
 unsafe impl GlobalAlloc for GrowingHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let mut s = self.inner.lock();
+        s.allocations += 1;
         loop {
             if let Ok(p) = s.heap.allocate_first_fit(layout) {
                 return p.as_ptr();
@@ -120,4 +125,9 @@ pub fn usage() -> (usize, usize) {
 /// Bytes of the heap region mapped so far (it only grows).
 pub fn mapped() -> u64 {
     HEAP.inner.lock().mapped
+}
+
+/// Allocations made since boot (successful or not).
+pub fn allocations() -> u64 {
+    HEAP.inner.lock().allocations
 }
