@@ -66,6 +66,9 @@ fn swap_full_is_a_clean_error() {
         assert_eq!(err.reason, AccessFailure::OutOfMemory, "a clean out-of-memory error");
         assert_eq!(err.addr, ra.start() + touched * 4096, "at the page that did not fit");
         assert!(s.slots_in_use + 64 >= s.capacity, "swap was (nearly) full when memory ran out");
+        let st = a.stats();
+        println!("figure: swap full: {} swap-outs under {} notifications", st.swap_outs, st.notifications);
+        assert!(st.notifications * 8 < st.swap_outs, "reclaim evicts in batches, one notification each");
         // B exits: A's earlier data can come back, all of it.
         drop(b);
         let mut got = [0u8; 4096];
