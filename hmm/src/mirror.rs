@@ -173,7 +173,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// `skip_exclusive`: leave exclusive entries alone (their owner keeps
     /// them while others are write-protected). Returns how many entries were
     /// cleared, or `None` if nothing changed (the driver was not called).
-    pub(crate) fn invalidate(&self, event: Event, range: VaRange, skip_exclusive: bool, dirty: &mut Vec<u64>) -> Option<usize> {
+    pub(crate) fn invalidate(&self, event: Event, range: VaRange, skip_exclusive: bool, dirty: &mut dyn FnMut(u64)) -> Option<usize> {
         let mask = event.mask();
         let mut t = self.table.lock();
         let up = t.update(range, |va, l| {
@@ -182,7 +182,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
             }
             let loses_write = l.write && !(mask.valid && mask.write);
             if l.dirty && loses_write {
-                dirty.push(va.as_u64());
+                dirty(va.as_u64());
             }
             if !mask.valid {
                 return None;
@@ -209,7 +209,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
         let owner = self.owner.lock().take().and_then(|w| w.upgrade());
         let all = VaRange::new(0, crate::USER_END).expect("user range");
         let mut dirty = Vec::new();
-        self.invalidate(Event::Release, all, false, &mut dirty);
+        self.invalidate(Event::Release, all, false, &mut |va| dirty.push(va));
         if let Some(o) = owner {
             o.detach(self.id, &dirty);
         }

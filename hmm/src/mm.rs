@@ -181,12 +181,20 @@ where
     /// before the change. With `keep_exclusive`, entries a device holds
     /// exclusively are left alone (it is their owner taking exclusivity).
     pub fn invalidate_start(&self, range: VaRange, event: Event, keep_exclusive: bool) -> Vec<u64> {
+        let mut dirty = Vec::new();
+        self.invalidate_start_with(range, event, keep_exclusive, &mut |va| dirty.push(va));
+        dirty
+    }
+
+    /// [`Mm::invalidate_start`] reporting device-dirty pages to `dirty`
+    /// instead of collecting them: nothing is allocated for them (the
+    /// kernel calls this under its address-space lock).
+    pub fn invalidate_start_with(&self, range: VaRange, event: Event, keep_exclusive: bool, dirty: &mut dyn FnMut(u64)) {
         self.seq.fetch_add(1, Ordering::AcqRel);
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-        let mut dirty = Vec::new();
         let mirrors = self.mirrors.lock();
         for m in mirrors.iter() {
-            if let Some(cleared) = m.invalidate(event, range, keep_exclusive, &mut dirty) {
+            if let Some(cleared) = m.invalidate(event, range, keep_exclusive, dirty) {
                 self.stats.driver_updates.fetch_add(1, Ordering::Relaxed);
                 self.stats.pages_invalidated.fetch_add(cleared as u64, Ordering::Relaxed);
             }
@@ -199,7 +207,6 @@ where
                 m.owner.lock().take();
             }
         }
-        dirty
     }
 
     /// The change is complete.
