@@ -88,9 +88,7 @@ struct HmmListener {
 impl Listener for HmmListener {
     fn invalidate_start(&self, _: AspaceId, c: &Change, dirty: &mut dyn FnMut(u64)) {
         let (event, keep_exclusive) = event_of(c.kind);
-        for va in self.mm.invalidate_start(c.range, event, keep_exclusive) {
-            dirty(va);
-        }
+        self.mm.invalidate_start_with(c.range, event, keep_exclusive, dirty);
     }
     fn invalidate_end(&self, _: AspaceId, c: &Change) {
         self.mm.invalidate_end(c.range, event_of(c.kind).0);
