@@ -169,9 +169,8 @@ impl Inner {
                 let Some(e) = inner.tables().entry(va, false).ok().flatten() else { continue };
                 let Pte::Present { frame, flags } = Pte::decode(e) else { continue };
                 let slot = match frames::swap_slot(frame) {
-                    Some(slot) if !flags.contains(F::DIRTY) => {
-                        // Swap cache: the slot still holds exactly this page.
-                        SWAP.share(slot);
+                    // Swap cache: the slot still holds exactly this page.
+                    Some(slot) if !flags.contains(F::DIRTY) && SWAP.share(slot).is_ok() => {
                         inner.stats.swap_cache_hits += 1;
                         slot
                     }

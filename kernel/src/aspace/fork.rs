@@ -60,7 +60,10 @@ impl AddressSpace {
                             pte::set_present(target, shared.into_raw(), flags & !(F::WRITABLE | F::DIRTY | F::ACCESSED));
                         }
                         Pte::Swapped { slot } => {
-                            SWAP.share(slot);
+                            if SWAP.share(slot).is_err() {
+                                failed = true;
+                                return false;
+                            }
                             pte::set_swapped(target, slot);
                         }
                         Pte::Dying { .. } => unreachable!("dying entries exist only inside munmap"),

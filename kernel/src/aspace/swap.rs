@@ -37,6 +37,8 @@ pub enum SwapError {
     NoMemory,
     /// No swap disk.
     NoDisk,
+    /// A slot's reference count is at its maximum (65535 sharers).
+    TooShared,
     Disk(DiskError),
 }
 
@@ -52,6 +54,7 @@ impl fmt::Display for SwapError {
             Self::Full => f.write_str("swap is full"),
             Self::NoMemory => f.write_str("no frame for the swap slot map"),
             Self::NoDisk => f.write_str("no swap disk"),
+            Self::TooShared => f.write_str("a swap slot has too many sharers"),
             Self::Disk(e) => write!(f, "{e}"),
         }
     }
@@ -224,12 +227,12 @@ impl SwapStore {
         Ok(())
     }
 
-    /// Another reference to `slot`. Saturation is impossible in practice
-    /// (a reference per process sharing the page) and refused loudly.
-    pub fn share(&self, slot: u64) {
+    /// Another reference to `slot` (refused at 65535).
+    pub fn share(&self, slot: u64) -> Result<(), SwapError> {
         let mut s = self.store().lock();
         let c = s.count(slot);
-        *c = c.checked_add(1).expect("swap slot shared by 65535 processes");
+        *c = c.checked_add(1).ok_or(SwapError::TooShared)?;
+        Ok(())
     }
 
     /// Drop a reference; the slot is freed with the last one.
