@@ -43,7 +43,11 @@ impl AddressSpace {
     /// loses its swap-cache slot: the slot's copy is stale.
     pub fn harvest(&self, range: VaRange) -> Vec<PageBits> {
         let mut inner = self.lock();
-        let mut out = Vec::new();
+        // The result is sized before the change: nothing allocates inside
+        // the invalidation bracket (no page appears meanwhile: we hold the lock).
+        let mut resident = 0;
+        inner.tables().for_each(range.start(), range.end(), &mut |_, e| resident += matches!(Pte::decode(e), Pte::Present { .. }) as usize);
+        let mut out = Vec::with_capacity(resident);
         inner.change(self.id, Change { range, kind: ChangeKind::DirtyClear }, |inner, tlb, _| {
             inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
                 if let Pte::Present { frame, flags } = Pte::decode(e) {
