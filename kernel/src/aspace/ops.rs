@@ -1,4 +1,5 @@
-//! Dirty/accessed harvesting, swap-out and reclaim, migration, and
+//! Dirty/accessed harvesting, swap-out of a range (in batches; reclaim by
+//! the global clock is in [`super::clock`]), migration, and
 //! write-protection for a device's exclusive access.
 
 use super::clock::BATCH;

@@ -65,6 +65,8 @@ struct Chunk {
     /// The frame of counts, present while `used > 0`.
     counts: Option<PhysFrame>,
     used: u16,
+    /// Where to start looking for a free slot (next-fit within the chunk).
+    hint: u16,
 }
 
 struct Store {
@@ -140,8 +142,11 @@ impl Store {
                 }
             };
             let chunk = &mut self.chunks[c];
-            let i = counts(f)[..size as usize].iter().position(|&x| x == 0).expect("a chunk with room has a free slot");
-            counts(f)[i] = 1;
+            let cs = &mut counts(f)[..size as usize];
+            let h = chunk.hint as usize % cs.len();
+            let i = (h..cs.len()).chain(0..h).find(|&i| cs[i] == 0).expect("a chunk with room has a free slot");
+            cs[i] = 1;
+            chunk.hint = (i + 1) as u16 % PER_CHUNK as u16;
             chunk.used += 1;
             self.in_use += 1;
             self.cursor = c;
