@@ -189,8 +189,13 @@ impl SwapStore {
 
     fn store(&self) -> &Mutex<Store> {
         self.inner.call_once(|| {
-            let capacity = disk::disk().map(|d| d.lock().pages()).unwrap_or(0);
-            let chunks = alloc::vec![Chunk::default(); capacity.div_ceil(PER_CHUNK) as usize];
+            let mut capacity = disk::disk().map(|d| d.lock().pages()).unwrap_or(0);
+            let mut chunks = Vec::new();
+            if chunks.try_reserve_exact(capacity.div_ceil(PER_CHUNK) as usize).is_err() {
+                log::error!("swap: no memory for the slot directory of {capacity} slots; swap disabled");
+                capacity = 0;
+            }
+            chunks.resize(capacity.div_ceil(PER_CHUNK) as usize, Chunk::default());
             Mutex::new(Store { chunks, spare: if capacity > 0 { new_counts_frame().ok() } else { None }, capacity, in_use: 0, cursor: 0, writes: 0, reads: 0 })
         })
     }

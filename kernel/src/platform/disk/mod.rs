@@ -45,6 +45,9 @@ use x86_64::structures::paging::PhysFrame;
 /// virtio's PCI vendor id, and the modern block device's id.
 pub const VIRTIO_VENDOR: u16 = 0x1af4;
 pub const VIRTIO_BLK_MODERN: u16 = 0x1042;
+/// The most of a disk used for swap: 1 TiB (the device's capacity is its
+/// word, not ours to trust; the swap store's directory is sized by it).
+pub const MAX_PAGES: u64 = 1 << 28;
 /// Sectors per 4 KiB page.
 const SECTORS_PER_PAGE: u64 = 4096 / SECTOR_SIZE as u64;
 /// One poll: halt until the used ring moves or this much virtual time passed.
@@ -227,7 +230,11 @@ fn bring_up() -> Result<SwapDisk, String> {
     }
     let mut root = PciRoot::new(EcamAccess(&p.ecam));
     let blk = new_blk(&mut root, bdf)?;
-    let pages = blk.capacity() / SECTORS_PER_PAGE;
+    let reported = blk.capacity() / SECTORS_PER_PAGE;
+    let pages = reported.min(MAX_PAGES);
+    if pages < reported {
+        log::warn!("swap disk: using {pages} of its {reported} pages");
+    }
     let domain = DMA.lock().as_ref().map(|d| d.domain.id());
     log::info!("swap disk: virtio-blk at {bdf}, {} MiB ({pages} pages), DMA through VT-d {}", pages / 256, domain.map_or(0, |d| d.0));
     Ok(SwapDisk { bdf, blk: Some(blk), root, control, bounce, iommu: &p.iommu, pages, stats: DiskStats::default() })
