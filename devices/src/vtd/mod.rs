@@ -246,6 +246,7 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
         self.attached.push((dev, id));
         if was_present || self.cap.caching_mode() {
             self.context_invalidate(3, dev.source_id(), id.0)?;
+            self.iotlb_invalidate(2, old.unwrap_or(id).0, 0, 0)?;
             self.stats.domain_invalidations += 1;
         }
         Ok(())
