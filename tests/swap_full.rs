@@ -64,6 +64,12 @@ fn swap_full_is_a_clean_error() {
         println!();
         println!("figure: swap full: {touched} pages ({} MiB) written, then `{err}`; {} of {} slots in use", touched >> 8, s.slots_in_use, s.capacity);
         assert_eq!(err.reason, AccessFailure::OutOfMemory, "a clean out-of-memory error");
+        let free_at_oom = frames::stats().free;
+        println!("figure: swap full: {free_at_oom} frames left to the kernel at the error");
+        assert!(free_at_oom >= kernel::aspace::USER_FLOOR - 4, "user memory left the kernel its reserve");
+        // The kernel can still allocate (the heap may grow into the reserve).
+        let v: alloc::vec::Vec<u8> = alloc::vec![1; 256 << 10];
+        drop(v);
         assert_eq!(err.addr, ra.start() + touched * 4096, "at the page that did not fit");
         assert!(s.slots_in_use + 64 >= s.capacity, "swap was (nearly) full when memory ran out");
         let st = a.stats();

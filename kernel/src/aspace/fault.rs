@@ -14,6 +14,10 @@ use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
 /// rest is the reserve that swap-out itself may need: slot-map frames, the
 /// disk's IOMMU table nodes, page tables).
 pub const RECLAIM_LOW: usize = 48;
+/// When reclaim frees nothing (swap full) and fewer frames than this are
+/// free, a fault fails with OutOfMemory: user memory does not take the
+/// kernel's last frames.
+pub const USER_FLOOR: usize = 24;
 /// Frames one reclaim tries to free (one batch: one notification).
 const RECLAIM_WANT: usize = super::clock::BATCH;
 /// What a device fault protects from reclaim: the aligned block around it,
@@ -167,6 +171,12 @@ impl Inner {
             if needs_frame {
                 let freed = super::clock::reclaim(id, self, RECLAIM_WANT, protect);
                 log::debug!("frames low: reclaimed {freed} (fault in address space {})", id.0);
+                if freed == 0 && frames::stats().free < USER_FLOOR {
+                    // Nothing could be reclaimed (swap full), and the last
+                    // frames are the kernel's (heap growth, the swap path
+                    // itself): user memory stops here, cleanly.
+                    return Err(err(AccessFailure::OutOfMemory));
+                }
             }
         }
         let e = self.tables().entry(va, true).map_err(|_| err(AccessFailure::OutOfMemory))?.expect("created");

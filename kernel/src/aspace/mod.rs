@@ -53,7 +53,7 @@ pub mod swap;
 mod uaccess;
 pub mod vma;
 
-pub use fault::{Access, AccessError, AccessFailure, CpuPte, RECLAIM_LOW};
+pub use fault::{Access, AccessError, AccessFailure, CpuPte, RECLAIM_LOW, USER_FLOOR};
 pub use notify::{AspaceId, Change, ChangeKind, Listener, ListenerId};
 pub use ops::{MigrateError, PageBits};
 pub use vma::{Prot, Vma};

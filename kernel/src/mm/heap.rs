@@ -28,9 +28,9 @@ pub const HEAP_INITIAL: u64 = 2 << 20;
 /// The heap grows by at least this much at a time.
 const GROW_STEP: u64 = 256 << 10;
 /// Growth never leaves fewer free frames than this: the heap may dip into
-/// the pool page faults keep free by reclaiming (`aspace`'s RECLAIM_LOW),
-/// but not take the very last frames.
-const FRAME_RESERVE: usize = 16;
+/// the frames user memory leaves to the kernel (`aspace`'s USER_FLOOR), but
+/// not take the very last ones.
+const FRAME_RESERVE: usize = 8;
 
 struct GrowingHeap {
     inner: Mutex<State>,
