@@ -135,6 +135,7 @@ fn several_address_spaces_are_independent() {
 }
 
 fn out_of_frames_is_an_error() {
+    kernel::aspace::swap::SWAP.init(); // the swap disk is up before frames run out
     let a = AddressSpace::new().unwrap();
     let r = a.mmap(None, 8 * 4096, Prot::READ | Prot::WRITE, false).unwrap();
     a.copy_to_user(r.start(), &[1]).unwrap(); // page 0 resident, page tables exist
@@ -149,15 +150,24 @@ fn out_of_frames_is_an_error() {
     a.copy_to_user(r.start() + 4096, &[2]).unwrap();
     assert!(a.walk(r.start()).is_none(), "page 0 was reclaimed");
     assert_eq!(a.stats().swap_outs, 1);
-    // Nothing to reclaim: a clean error, not a crash.
+    // The clock is global: another process's fault takes a's page 1, but
+    // its page tables need more frames than that: a clean error, not a crash.
     let err = empty.copy_to_user(er.start(), &[2]).unwrap_err();
     assert_eq!(err, AccessError { addr: er.start(), access: Access::Write, reason: AccessFailure::OutOfMemory });
+    assert!(a.walk(r.start() + 4096).is_none(), "the global clock took a's page for another process");
     assert!(matches!(a.fork(), Err(kernel::aspace::ForkError::NoMemory)));
     // Fork failing half-way (frames for the child's PML4 but not its
     // tables) must give back every reference it took.
+    // With nothing to reclaim, user memory leaves the kernel its last
+    // frames: give back enough for a fault.
+    for _ in 0..kernel::aspace::USER_FLOOR {
+        drop(hoard.pop());
+    }
+    a.copy_to_user(r.start() + 4096, &[2]).unwrap(); // swapped back in
     let second = a.walk(r.start() + 4096).unwrap().frame;
-    drop(hoard.pop());
-    drop(hoard.pop());
+    while frames::stats().free > 2 {
+        hoard.push(frames::alloc().unwrap());
+    }
     let free = frames::stats().free;
     assert!(matches!(a.fork(), Err(kernel::aspace::ForkError::NoMemory)));
     assert_eq!(frames::stats().free, free, "a failed fork leaks nothing");

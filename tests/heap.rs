@@ -14,7 +14,7 @@ use test_kernels::Rng;
 kernel::entry!(main);
 
 fn main(_: &'static BootInfo) -> ! {
-    kernel::testing::run("heap", tests![random_alloc_free_keeps_contents, aligned_allocations, oversized_request_is_an_error]);
+    kernel::testing::run("heap", tests![random_alloc_free_keeps_contents, aligned_allocations, oversized_request_is_an_error, the_heap_grows_from_frames]);
 }
 
 fn random_alloc_free_keeps_contents() {
@@ -56,4 +56,17 @@ fn oversized_request_is_an_error() {
     let mut v: Vec<u8> = Vec::new();
     assert!(v.try_reserve(kernel::mm::HEAP_SIZE as usize * 2).is_err(), "more than the heap holds is refused");
     assert!(v.try_reserve(4096).is_ok(), "and the heap still works");
+}
+
+fn the_heap_grows_from_frames() {
+    let mapped = heap::mapped();
+    let free = kernel::mm::frames::stats().free;
+    let big: Vec<u8> = alloc::vec![7u8; 8 << 20];
+    assert!(heap::mapped() >= mapped + (6 << 20), "an allocation larger than the mapped heap grows it");
+    assert!(kernel::mm::frames::stats().free + (6 << 20) / 4096 <= free, "with frames from the frame allocator");
+    assert!(big.iter().all(|&b| b == 7));
+    let mut v: Vec<u8> = Vec::new();
+    let frames_left = kernel::mm::frames::stats().free as usize * 4096;
+    assert!(v.try_reserve(frames_left + (1 << 20)).is_err(), "growth beyond the free frames is refused");
+    assert!(kernel::mm::frames::stats().free * 4096 + (1 << 20) >= frames_left, "and takes (almost) nothing");
 }

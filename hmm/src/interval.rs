@@ -47,12 +47,19 @@ struct Interval {
     seq: u64,
 }
 
-#[derive(Default)]
 struct State {
     next: u64,
     readers: Vec<Interval>,
     /// Invalidations between start and end (a multiset).
     active: Vec<VaRange>,
+}
+
+impl Default for State {
+    /// Room for the usual nesting up front: the invalidation path (under
+    /// the kernel's address-space lock) then pushes without allocating.
+    fn default() -> Self {
+        State { next: 0, readers: Vec::with_capacity(4), active: Vec::with_capacity(4) }
+    }
 }
 
 /// The intervals of one address space.

@@ -273,13 +273,13 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// Apply `event`'s mask to `range`, collect dirty pages, tell the
     /// driver. Returns how many entries were cleared, or `None` if nothing
     /// changed (the driver was not called).
-    pub(crate) fn invalidate(&self, event: Event, range: VaRange, dirty: &mut Vec<u64>) -> Option<usize> {
+    pub(crate) fn invalidate(&self, event: Event, range: VaRange, dirty: &mut dyn FnMut(u64)) -> Option<usize> {
         let mask = event.mask();
         let mut t = self.table.lock();
         let up = t.update(range, |va, l| {
             let loses_write = l.write && !(mask.valid && mask.write);
             if l.dirty && loses_write {
-                dirty.push(va.as_u64());
+                dirty(va.as_u64());
             }
             if !mask.valid {
                 return None;
@@ -299,7 +299,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// clear every user entry (dirty ones reported to `dirty`) and tell the
     /// driver — always, even if the table held only private entries.
     /// Returns false if it was already released.
-    pub(crate) fn release_table(&self, dirty: &mut Vec<u64>) -> bool {
+    pub(crate) fn release_table(&self, dirty: &mut dyn FnMut(u64)) -> bool {
         let mut t = self.table.lock();
         if !self.alive.swap(false, Ordering::AcqRel) {
             return false;
@@ -307,7 +307,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
         let all = VaRange::new(0, crate::USER_END).expect("user range");
         let up = t.update(all, |va, l| {
             if l.dirty {
-                dirty.push(va.as_u64());
+                dirty(va.as_u64());
             }
             None
         });
@@ -320,7 +320,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// Release and leave the address space (reporting dirty pages to it).
     fn release_once(&self) {
         let mut dirty = Vec::new();
-        if !self.release_table(&mut dirty) {
+        if !self.release_table(&mut |va| dirty.push(va)) {
             return;
         }
         if let Some(o) = self.owner.lock().take().and_then(|w| w.upgrade()) {

@@ -218,30 +218,37 @@ where
     /// taking exclusive access — its mirrors and its faults in flight are
     /// left alone (`MMU_NOTIFY_EXCLUSIVE` with an owner).
     pub fn invalidate_start(&self, range: VaRange, event: Event, owner: Option<DeviceId>) -> Vec<u64> {
+        let mut dirty = Vec::new();
+        self.invalidate_start_with(range, event, owner, &mut |va| dirty.push(va));
+        dirty
+    }
+
+    /// [`Mm::invalidate_start`] reporting device-dirty pages to `dirty`
+    /// instead of collecting them: nothing is allocated for them (the
+    /// kernel calls this under its address-space lock).
+    pub fn invalidate_start_with(&self, range: VaRange, event: Event, owner: Option<DeviceId>, dirty: &mut dyn FnMut(u64)) {
         let owner = owner.filter(|_| event == Event::Exclusive);
         self.intervals.start(range, owner);
         self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
-        let mut dirty = Vec::new();
         if event == Event::Release {
             // The address space is going away: every mirror dies with it.
             let all = core::mem::take(&mut *self.mirrors.lock());
             for m in all {
-                if m.release_table(&mut dirty) {
+                if m.release_table(dirty) {
                     self.stats.driver_updates.fetch_add(1, Ordering::Relaxed);
                 }
                 m.owner.lock().take();
                 self.intervals.release(m.id());
             }
-            return dirty;
+            return;
         }
         let mirrors = self.mirrors.lock();
         for m in mirrors.iter().filter(|m| Some(m.device()) != owner) {
-            if let Some(cleared) = m.invalidate(event, range, &mut dirty) {
+            if let Some(cleared) = m.invalidate(event, range, dirty) {
                 self.stats.driver_updates.fetch_add(1, Ordering::Relaxed);
                 self.stats.pages_invalidated.fetch_add(cleared as u64, Ordering::Relaxed);
             }
         }
-        dirty
     }
 
     /// The change is complete.

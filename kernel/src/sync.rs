@@ -95,6 +95,13 @@ impl<T> RankedMutex<T> {
         RankedGuard { rank: self.rank, guard }
     }
 
+    /// Take the lock if it is free (no order check: trying cannot deadlock).
+    pub fn try_lock(&self) -> Option<RankedGuard<'_, T>> {
+        let guard = self.inner.try_lock()?;
+        HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        Some(RankedGuard { rank: self.rank, guard })
+    }
+
     /// Exclusive access without locking (the owner has `&mut`).
     pub fn get_mut(&mut self) -> &mut T {
         self.inner.get_mut()

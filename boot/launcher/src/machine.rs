@@ -4,6 +4,10 @@
 //!  q35 chipset ── intel-iommu (VT-d, 48-bit address width, 4-level tables)
 //!      ├── 00:01.0 edu (DMA mask: all 64 bits, so user addresses pass unclamped)
 //!      ├── 00:02.0 edu
+//!      ├── 00:03.0 virtio-blk (modern, `iommu_platform=on`: its DMA goes through VT-d),
+//!      │           the swap disk: a sparse file `target/disks/swap-<N>M.img`
+//!      │           opened with `snapshot=on` (writes go to a temporary overlay QEMU
+//!      │           deletes at exit, so runs in parallel never share swap contents)
 //!      ├── isa-debug-exit at port 0xf4 (the kernel's exit code)
 //!      └── COM1 on stdio; no display; qboot firmware (fast; leaves BARs to us)
 //! ```
@@ -79,12 +83,32 @@ pub fn host_has_hw_virt() -> bool {
         .unwrap_or(false)
 }
 
+/// The swap disk's default size: 4 GiB (sparse: it costs nothing until written).
+pub const DEFAULT_DISK_MIB: u64 = 4096;
+
+/// The swap disk's backing file for `mib` MiB: created sparse (all zeros)
+/// if missing. QEMU opens it with `snapshot=on`, so it is never written and
+/// concurrent runs share it safely.
+pub fn disk_image(mib: u64) -> std::io::Result<std::path::PathBuf> {
+    let dir = crate::workspace_root().join("target/disks");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("swap-{mib}M.img"));
+    let len = mib.checked_mul(1 << 20).ok_or_else(|| std::io::Error::other("disk size overflows"))?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    if f.metadata()?.len() != len {
+        f.set_len(len)?;
+    }
+    Ok(path)
+}
+
 /// Everything that varies between boots.
 #[derive(Clone, Debug)]
 pub struct Machine {
     pub accel: Accel,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
+    /// The swap disk's size in MiB (the guest's swap capacity).
+    pub disk_mib: u64,
     /// Wait for gdb on this TCP port of 127.0.0.1 before running
     /// (`-gdb tcp:127.0.0.1:PORT -S`; only this host can attach).
     pub gdb: Option<u16>,
@@ -96,7 +120,7 @@ pub struct Machine {
 
 impl Default for Machine {
     fn default() -> Self {
-        Machine { accel: Accel::auto(), memory_mib: 512, gdb: None, cmdline: String::new(), extra_args: Vec::new() }
+        Machine { accel: Accel::auto(), memory_mib: 512, disk_mib: DEFAULT_DISK_MIB, gdb: None, cmdline: String::new(), extra_args: Vec::new() }
     }
 }
 
@@ -134,6 +158,13 @@ impl Machine {
         c.args(["-device", "intel-iommu,aw-bits=48"]);
         c.args(["-device", "edu,addr=01.0,dma_mask=0xffffffffffffffff"]);
         c.args(["-device", "edu,addr=02.0,dma_mask=0xffffffffffffffff"]);
+        match disk_image(self.disk_mib) {
+            Ok(path) => {
+                c.arg("-drive").arg(format!("file={},format=raw,if=none,id=swap,snapshot=on,cache=unsafe", path.display()));
+                c.args(["-device", "virtio-blk-pci,drive=swap,addr=03.0,iommu_platform=on,disable-legacy=on"]);
+            }
+            Err(e) => eprintln!("hmmos: no swap disk: cannot create its image: {e}"),
+        }
         if let Some(port) = self.gdb {
             c.arg("-gdb").arg(format!("tcp:127.0.0.1:{port}")).arg("-S");
         }

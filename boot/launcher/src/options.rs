@@ -30,6 +30,7 @@ OPTIONS:
   --kernel PATH          boot this kernel ELF instead of building one
   --release              build the kernel with the release profile
   --memory MIB           guest RAM in MiB (default 512)
+  --disk MIB             swap disk size in MiB (default 4096; a sparse file)
   --timeout SECS         kill the guest after SECS seconds (default 300; none
                          with --console or --gdb)
   --qemu-arg ARG         pass ARG to QEMU (repeatable); so does everything after
@@ -107,6 +108,10 @@ pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
             "--memory" => {
                 let v = value("--memory")?;
                 o.machine.memory_mib = v.parse().ok().filter(|m| (64..=65536).contains(m)).ok_or_else(|| format!("--memory takes MiB in 64..=65536, not `{v}`"))?;
+            }
+            "--disk" => {
+                let v = value("--disk")?;
+                o.machine.disk_mib = v.parse().ok().filter(|m| (1..=1 << 20).contains(m)).ok_or_else(|| format!("--disk takes MiB in 1..=1048576, not `{v}`"))?;
             }
             "--timeout" => {
                 let v = value("--timeout")?;

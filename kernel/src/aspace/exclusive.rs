@@ -43,7 +43,7 @@ impl AddressSpace {
         let mut inner = self.lock();
         for va in range.page_addrs() {
             if inner.exclusive_owner(va) != Some(owner) {
-                inner.resolve(self.id, va, Access::Write)?;
+                inner.resolve(self.id, va, Access::Write, None)?;
             }
         }
         // Reclaim while resolving a later page may have evicted an earlier one.

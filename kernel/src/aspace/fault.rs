@@ -4,16 +4,25 @@
 
 use super::pte::{self, Pte};
 use super::swap::SWAP;
-use super::{leaf_flags, page, AddressSpace, Change, ChangeKind, Inner, Prot, Released};
+use super::{leaf_flags, page, AddressSpace, Change, ChangeKind, Inner, Prot};
 use crate::mm::direct;
-use crate::mm::frames::{self, Frame, FrameFlags};
+use crate::mm::frames::{self, FrameFlags};
 use core::fmt;
 use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
 
-/// Below this many free frames, a fault reclaims before allocating.
-const RECLAIM_LOW: usize = 8;
-/// Frames one reclaim pass tries to free.
-const RECLAIM_BATCH: usize = 16;
+/// Below this many free frames, a fault reclaims before allocating (the
+/// rest is the reserve that swap-out itself may need: slot-map frames, the
+/// disk's IOMMU table nodes, page tables).
+pub const RECLAIM_LOW: usize = 48;
+/// When reclaim frees nothing (swap full) and fewer frames than this are
+/// free, a fault fails with OutOfMemory: user memory does not take the
+/// kernel's last frames.
+pub const USER_FLOOR: usize = 24;
+/// Frames one reclaim tries to free (one batch: one notification).
+const RECLAIM_WANT: usize = super::clock::BATCH;
+/// What a device fault protects from reclaim: the aligned block around it,
+/// which holds any HMM prefault window (aligned, at most 512 pages).
+pub const PROTECT_BLOCK: u64 = 2 << 20;
 
 /// The kind of access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +49,10 @@ pub enum AccessFailure {
     NoVma,
     /// The area does not allow this access.
     Protection,
-    /// No frame to resolve the fault.
+    /// No frame to resolve the fault (and reclaim freed none).
     OutOfMemory,
+    /// The page could not be read back from swap.
+    SwapIo,
 }
 
 /// A failed access, reported for the process: where and what.
@@ -58,6 +69,7 @@ impl fmt::Display for AccessError {
             AccessFailure::NoVma => "no mapping there",
             AccessFailure::Protection => "not permitted by the mapping's protection",
             AccessFailure::OutOfMemory => "out of memory",
+            AccessFailure::SwapIo => "the page could not be read back from swap",
         };
         write!(f, "{} at {:#x}: {why}", self.access, self.addr)
     }
@@ -74,16 +86,23 @@ pub struct CpuPte {
 
 impl AddressSpace {
     /// Resolve a fault at `addr` for `access`, with CPU semantics.
+    /// If frames run low, reclaim never takes this very page.
     pub fn handle_fault(&self, addr: u64, access: Access) -> Result<CpuPte, AccessError> {
         let mut inner = self.lock();
-        inner.resolve(self.id, addr, access)
+        inner.resolve(self.id, addr, access, hmm::VaRange::page_of(addr & !0xfff).ok())
     }
 
     /// Make `addr` resident with at least the permission `write` asks for
     /// (HMM's device faults): a write breaks COW first, a swapped page is
-    /// swapped in.
+    /// swapped in. HMM resolves a whole prefault window page by page, and
+    /// its fault is retried if any page of the window changes meanwhile: so
+    /// reclaim here never takes a page of the aligned [`PROTECT_BLOCK`]
+    /// around `addr`, which holds any window (aligned, ≤ 512 pages).
     pub fn fault_in(&self, addr: u64, write: bool) -> Result<CpuPte, AccessError> {
-        self.handle_fault(addr, if write { Access::Write } else { Access::Read })
+        let block = addr & !(PROTECT_BLOCK - 1);
+        let protect = hmm::VaRange::new(block, block.saturating_add(PROTECT_BLOCK)).ok();
+        let mut inner = self.lock();
+        inner.resolve(self.id, addr, if write { Access::Write } else { Access::Read }, protect)
     }
 
     /// The resident page at `addr`, if any (no fault is taken).
@@ -95,7 +114,7 @@ impl AddressSpace {
     /// Record that `addr` was written behind the CPU's back (by a device):
     /// sets the PTE's dirty bit, so swap-out rewrites the slot.
     pub fn set_dirty(&self, addr: u64) {
-        self.lock().mark_dirty(&[addr & !0xfff]);
+        self.lock().mark_dirty(addr & !0xfff);
     }
 }
 
@@ -113,7 +132,7 @@ impl Inner {
         }
     }
 
-    pub(super) fn resolve(&mut self, id: super::AspaceId, addr: u64, access: Access) -> Result<CpuPte, AccessError> {
+    pub(super) fn resolve(&mut self, id: super::AspaceId, addr: u64, access: Access, protect: Option<hmm::VaRange>) -> Result<CpuPte, AccessError> {
         let err = |reason| AccessError { addr, access, reason };
         let vma = self.vmas.find(addr).ok_or(err(AccessFailure::NoVma))?;
         let need = match access {
@@ -135,13 +154,19 @@ impl Inner {
             // Frames run low: reclaim by the clock policy (never this page)
             // before taking one — the rare path, so the extra walk is fine.
             let needs_frame = match self.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
-                None | Some(Pte::None) | Some(Pte::Swapped { .. }) => true,
+                None | Some(Pte::None) | Some(Pte::Swapped { .. }) | Some(Pte::Dying { .. }) => true,
                 Some(Pte::Present { flags, .. }) => write && !flags.contains(F::WRITABLE),
                 Some(Pte::Exclusive { .. }) => false,
             };
             if needs_frame {
-                let freed = self.reclaim(id, RECLAIM_BATCH, Some(va));
-                log::debug!("frames low: reclaimed {freed} from address space {}", id.0);
+                let freed = super::clock::reclaim(id, self, RECLAIM_WANT, protect);
+                log::debug!("frames low: reclaimed {freed} (fault in address space {})", id.0);
+                if freed == 0 && frames::stats().free < USER_FLOOR {
+                    // Nothing could be reclaimed (swap full), and the last
+                    // frames are the kernel's (heap growth, the swap path
+                    // itself): user memory stops here, cleanly.
+                    return Err(err(AccessFailure::OutOfMemory));
+                }
             }
         }
         let e = self.tables().entry(va, true).map_err(|_| err(AccessFailure::OutOfMemory))?.expect("created");
@@ -156,16 +181,20 @@ impl Inner {
             Pte::Swapped { slot } => {
                 let f = frames::alloc().map_err(|_| err(AccessFailure::OutOfMemory))?;
                 f.set_flags(FrameFlags::USER);
-                let mut buf = alloc::boxed::Box::new([0u8; 4096]);
-                SWAP.read(slot, &mut buf);
-                // SAFETY: the frame was just allocated and is ours.
-                unsafe { direct::write_frame(f.frame(), 0, &buf[..]) };
+                if let Err(e) = SWAP.read(slot, f.frame()) {
+                    log::warn!("swap-in of {va:#x} from slot {slot} failed: {e}");
+                    return Err(err(AccessFailure::SwapIo));
+                }
+                // The entry's slot reference moves to the swap cache: the
+                // slot still holds exactly this page, kept while it is clean.
+                let prev = frames::set_swap_slot(f.frame(), Some(slot));
+                debug_assert!(prev.is_none());
+                let e = self.tables().entry(va, false).ok().flatten().expect("still there");
                 pte::set_present(e, f.into_raw(), leaf_flags(vma.prot, true));
-                // The slot still holds exactly this page: keep it while clean.
                 log::debug!("swap.in va={va:#x} slot={slot} pa={:#x}", e.addr().as_u64());
-                self.swap_cache.insert(va, slot);
                 self.stats.swap_ins += 1;
             }
+            Pte::Dying { .. } => unreachable!("dying entries exist only inside munmap"),
             Pte::Present { frame, flags } if write && !flags.contains(F::WRITABLE) => {
                 if frames::refcount(frame) == 1 {
                     // Nobody shares it any more: reuse, no copy, nothing to notify.
@@ -188,7 +217,7 @@ impl Inner {
                         pte::set_present(e, copy.into_raw(), (flags & !(F::ACCESSED | F::DIRTY)) | F::WRITABLE);
                         tlb.add(page(va));
                         // SAFETY: the entry held one reference to the old frame.
-                        released.push(Released::Frame(unsafe { Frame::from_raw(frame) }));
+                        unsafe { released.frame(frame) };
                     });
                     log::debug!("cow.break va={va:#x} old={:#x}", frame.start_address().as_u64());
                     self.stats.cow_copies += 1;

@@ -9,18 +9,23 @@
 
 use super::pte::{self, Pte};
 use super::swap::SWAP;
-use super::{page, AddressSpace, Change, ChangeKind, ForkError, Prot};
+use super::{page, uncache, AddressSpace, Change, ChangeKind, ForkError, Prot};
 use crate::mm::frames::Frame;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use x86_64::structures::paging::PageTableFlags as F;
 
 impl AddressSpace {
-    /// A copy-on-write child.
+    /// A copy-on-write child. Entries are installed in the child as the
+    /// parent's are walked (no list: nothing allocates under the lock but
+    /// the child's page tables); out of frames, the child is dropped, which
+    /// releases whatever it already shares.
     pub fn fork(&self) -> Result<Arc<AddressSpace>, ForkError> {
         let child = AddressSpace::new()?;
         let mut parent = self.lock();
-        let vmas: Vec<_> = parent.vmas.iter().collect();
+        let mut vmas = Vec::new();
+        vmas.try_reserve_exact(parent.vmas.iter().count()).map_err(|_| ForkError::NoMemory)?;
+        vmas.extend(parent.vmas.iter());
         // Exclusive access by a device ends before the pages are shared.
         for v in &vmas {
             parent.revoke_exclusive(self.id, v.range);
@@ -33,52 +38,49 @@ impl AddressSpace {
         }
         for v in vmas {
             let body = |inner: &mut super::Inner, tlb: &mut crate::mm::tlb::TlbFlush| -> Result<(), ForkError> {
-                let mut entries = Vec::new();
-                inner.tables().for_each(v.range.start(), v.range.end(), &mut |va, e| {
+                let mut c = child.lock();
+                let mut failed = false;
+                inner.tables().for_each_while(v.range.start(), v.range.end(), &mut |va, e| {
+                    let target = match c.tables().entry(va, true) {
+                        Ok(t) => t.expect("created"),
+                        Err(_) => {
+                            failed = true;
+                            return false;
+                        }
+                    };
                     match Pte::decode(e) {
                         Pte::Present { frame, flags } => {
                             if flags.contains(F::WRITABLE) {
                                 pte::set_present(e, frame, flags & !F::WRITABLE);
                                 tlb.add(page(va));
                             }
+                            if flags.contains(F::DIRTY) {
+                                // The child's copy of the entry is clean: a
+                                // cached slot would pass for this page's contents.
+                                uncache(frame);
+                            }
                             // SAFETY: the entry holds a reference, so the frame is live.
                             let shared = unsafe { Frame::share_raw(frame) };
-                            entries.push((va, Pte::Present { frame: shared.into_raw(), flags: flags & !(F::WRITABLE | F::DIRTY | F::ACCESSED) }));
+                            pte::set_present(target, shared.into_raw(), flags & !(F::WRITABLE | F::DIRTY | F::ACCESSED));
                         }
                         Pte::Swapped { slot } => {
-                            SWAP.share(slot);
-                            entries.push((va, Pte::Swapped { slot }));
+                            if SWAP.share(slot).is_err() {
+                                failed = true;
+                                return false;
+                            }
+                            pte::set_swapped(target, slot);
                         }
+                        Pte::Dying { .. } => unreachable!("dying entries exist only inside munmap"),
                         // Exclusive entries were revoked above, under this lock.
                         Pte::None | Pte::Exclusive { .. } => {}
                     }
+                    true
                 });
-                let mut c = child.lock();
-                let mut entries = entries.into_iter();
-                while let Some((va, p)) = entries.next() {
-                    let e = match c.tables().entry(va, true) {
-                        Ok(e) => e.expect("created"),
-                        Err(_) => {
-                            // Out of frames for the child's tables: give back
-                            // the references taken for entries not installed.
-                            for (_, p) in core::iter::once((va, p)).chain(entries) {
-                                match p {
-                                    // SAFETY: the reference taken by `share_raw` above.
-                                    Pte::Present { frame, .. } => drop(unsafe { Frame::from_raw(frame) }),
-                                    Pte::Swapped { slot } => SWAP.release(slot),
-                                    Pte::None | Pte::Exclusive { .. } => {}
-                                }
-                            }
-                            return Err(ForkError::NoMemory);
-                        }
-                    };
-                    match p {
-                        Pte::Present { frame, flags } => pte::set_present(e, frame, flags),
-                        Pte::Swapped { slot } => pte::set_swapped(e, slot),
-                        Pte::None | Pte::Exclusive { .. } => {}
-                    }
+                if failed {
+                    Err(ForkError::NoMemory)
+                } else {
+                    Ok(())
                 }
-                Ok(())
             };
             if v.prot.contains(Prot::WRITE) {
                 parent.change(self.id, Change { range: v.range, kind: ChangeKind::CowWriteProtect }, |inner, tlb, _| body(inner, tlb))?;

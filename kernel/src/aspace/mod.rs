@@ -19,9 +19,9 @@
 //!         swapped   ─► swap-in: frame filled from the slot (slot kept while clean)
 //!         read-only + write in a writable VMA ─► COW break: copy, or reuse if
 //!                                                 the frame's refcount is 1
-//!         (frames low? first reclaim by the clock policy — accessed pages
-//!          get a second chance, others are swapped out; never this page —
-//!          and only if that frees nothing: Err(OutOfMemory))
+//!          (frames low? first the global clock reclaims a batch — see
+//!          [`clock`] — never the pages of this fault's prefault window;
+//!          only if that frees nothing: Err(OutOfMemory))
 //!    └─ retry the rest of the copy
 //! ```
 //!
@@ -31,13 +31,21 @@
 //! One spin lock per address space around its tables, VMAs and listeners.
 //! Listeners run under it (see [`notify`] for their contract). Frames and
 //! swap slots that a change frees are released only after the change's
-//! `invalidate_end`, still under the lock.
+//! `invalidate_end`, still under the lock. Order: an address space, then
+//! the clock's registry, then other address spaces (only `try_lock`), then
+//! the swap store, the disk, the IOMMU.
+//!
+//! # Memory
+//! Nothing here grows with user memory on the heap: the swap cache is a
+//! field of each frame's metadata, swap slot counts live in frames, and
+//! changes release through fixed buffers or the page table itself.
 //!
 //! # TLB
 //! A change produces a [`TlbFlush`] token. It is carried out if this
 //! address space is loaded in CR3; if not, nothing is cached for it (CR3 is
 //! reloaded, which drops non-global entries, before it is used again).
 
+mod clock;
 mod exclusive;
 mod fault;
 mod fork;
@@ -49,14 +57,13 @@ pub mod swap;
 mod uaccess;
 pub mod vma;
 
-pub use fault::{Access, AccessError, AccessFailure, CpuPte};
+pub use fault::{Access, AccessError, AccessFailure, CpuPte, RECLAIM_LOW, USER_FLOOR};
 pub use notify::{AspaceId, Change, ChangeKind, Listener, ListenerId};
 pub use ops::{MigrateError, PageBits};
 pub use vma::{Prot, Vma};
 
 use crate::mm::frames::{Frame, OutOfFrames};
 use crate::mm::tlb::TlbFlush;
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
@@ -86,19 +93,56 @@ pub struct AspaceStats {
     pub notifications: u64,
 }
 
-/// Something an entry held, released after a change's `invalidate_end`.
-pub(crate) enum Released {
-    /// Held only to be dropped (after `invalidate_end`).
-    #[allow(dead_code)]
-    Frame(Frame),
-    Slot(u64),
+/// Most pages one change releases through its buffer (a reclaim batch;
+/// single-page changes use one or two entries).
+pub const RELEASE_MAX: usize = 64;
+
+/// What a change's entries held, released after its `invalidate_end`: a
+/// fixed buffer, so no change allocates. Bulk changes that could exceed it
+/// (munmap) keep their work list in the page table instead (dying entries).
+pub(crate) struct Released {
+    frames: [Option<PhysFrame>; RELEASE_MAX],
+    nframes: usize,
+}
+
+impl Released {
+    fn new() -> Self {
+        Released { frames: [None; RELEASE_MAX], nframes: 0 }
+    }
+
+    /// Take over the frame reference a user entry held.
+    ///
+    /// # Safety
+    /// `frame` must carry a reference (an entry's) that nobody else releases.
+    pub(crate) unsafe fn frame(&mut self, frame: PhysFrame) {
+        assert!(self.nframes < RELEASE_MAX, "a change released more than {RELEASE_MAX} frames through its buffer");
+        self.frames[self.nframes] = Some(frame);
+        self.nframes += 1;
+    }
 }
 
 impl Drop for Released {
     fn drop(&mut self) {
-        if let Released::Slot(s) = self {
-            swap::SWAP.release(*s);
+        for f in self.frames[..self.nframes].iter_mut().filter_map(Option::take) {
+            // SAFETY: `Released::frame`'s contract: we own this reference.
+            release_user_frame(unsafe { Frame::from_raw(f) });
         }
+    }
+}
+
+/// Drop a user page's frame reference; with the last one, the frame's
+/// swap-cache slot (if any) goes too.
+pub(crate) fn release_user_frame(f: Frame) {
+    if f.refcount() == 1 {
+        uncache(f.frame());
+    }
+    drop(f);
+}
+
+/// Forget the swap-cache slot of `frame`: its contents changed (or it dies).
+pub(crate) fn uncache(frame: PhysFrame) {
+    if let Some(slot) = crate::mm::frames::set_swap_slot(frame, None) {
+        swap::SWAP.release(slot);
     }
 }
 
@@ -106,8 +150,7 @@ pub(crate) struct Inner {
     tables: Option<UserTables>,
     vmas: Vmas,
     listeners: Listeners,
-    /// Resident pages whose swap slot still holds their (clean) contents.
-    swap_cache: BTreeMap<u64, u64>,
+    /// Where the global clock continues in this address space.
     clock_hand: u64,
     stats: AspaceStats,
 }
@@ -230,12 +273,15 @@ impl Inner {
     /// The notification bracket around a change of `range`: start, the
     /// change (which returns a TLB token and what it released), TLB flush,
     /// end, then release.
-    fn change<R>(&mut self, id: AspaceId, change: Change, f: impl FnOnce(&mut Inner, &mut TlbFlush, &mut Vec<Released>) -> R) -> R {
-        let dirty = self.listeners.start(id, &change);
-        self.mark_dirty(&dirty);
+    fn change<R>(&mut self, id: AspaceId, change: Change, f: impl FnOnce(&mut Inner, &mut TlbFlush, &mut Released) -> R) -> R {
+        // Listeners are moved out for the call (no allocation) so their
+        // dirty reports can mark this address space's entries at once.
+        let listeners = core::mem::take(&mut self.listeners);
+        listeners.start(id, &change, &mut |va| self.mark_dirty(va));
+        self.listeners = listeners;
         self.stats.notifications += 1;
         let mut tlb = TlbFlush::new();
-        let mut released = Vec::new();
+        let mut released = Released::new();
         let r = f(self, &mut tlb, &mut released);
         if self.active() {
             let _ = tlb.flush();
@@ -268,10 +314,12 @@ impl AddressSpace {
     /// An empty address space.
     pub fn new() -> Result<Arc<AddressSpace>, OutOfFrames> {
         let tables = UserTables::new()?;
-        Ok(Arc::new(AddressSpace {
+        let a = Arc::new(AddressSpace {
             id: AspaceId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), clock_hand: 0, stats: AspaceStats::default() }),
-        }))
+            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), clock_hand: 0, stats: AspaceStats::default() }),
+        });
+        clock::register(&a)?;
+        Ok(a)
     }
 
     pub fn id(&self) -> AspaceId {
@@ -370,10 +418,10 @@ impl AddressSpace {
         if !inner.vmas.overlaps(r) {
             return Ok(());
         }
-        inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, released| {
-            inner.clear_entries(r, tlb, released);
-            inner.vmas.remove(r);
-        });
+        inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, _| inner.kill_entries(r, tlb));
+        inner.reap(r);
+        // After the invalidation bracket: the VMA bookkeeping may allocate.
+        inner.vmas.remove(r);
         Ok(())
     }
 
@@ -410,69 +458,71 @@ impl AddressSpace {
 }
 
 impl Inner {
-    /// Set the dirty bit of resident pages a device wrote; their swap-cache
-    /// copies are stale from now on.
-    pub(crate) fn mark_dirty(&mut self, pages: &[u64]) {
-        for &va in pages {
-            let va = va & !0xfff;
-            if let Ok(Some(e)) = self.tables().entry(va, false) {
-                match Pte::decode(e) {
-                    Pte::Present { frame, flags } => pte::set_present(e, frame, flags | F::DIRTY),
-                    Pte::Exclusive { frame, owner, .. } => pte::set_exclusive(e, frame, owner, true),
-                    _ => {}
+    /// Set the dirty bit of a resident page a device wrote (also of one it
+    /// holds exclusively); its swap-cache copy is stale from now on.
+    pub(crate) fn mark_dirty(&mut self, va: u64) {
+        if let Ok(Some(e)) = self.tables().entry(va & !0xfff, false) {
+            match Pte::decode(e) {
+                Pte::Present { frame, flags } => {
+                    pte::set_present(e, frame, flags | F::DIRTY);
+                    uncache(frame);
                 }
-            }
-            if let Some(slot) = self.swap_cache.remove(&va) {
-                swap::SWAP.release(slot);
+                Pte::Exclusive { frame, owner, .. } => {
+                    pte::set_exclusive(e, frame, owner, true);
+                    uncache(frame);
+                }
+                _ => {}
             }
         }
     }
 
-    /// Clear every entry in `r`, collecting what they held.
-    fn clear_entries(&mut self, r: VaRange, tlb: &mut TlbFlush, released: &mut Vec<Released>) {
-        let mut cache_hits = Vec::new();
+    /// Inside an unmap: every present entry in `r` becomes dying (no
+    /// translation, frame reference kept), so the frames outlive
+    /// `invalidate_end` without a list; [`Inner::reap`] frees them after.
+    fn kill_entries(&mut self, r: VaRange, tlb: &mut TlbFlush) {
         self.tables().for_each(r.start(), r.end(), &mut |va, e| {
+            if let Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } = Pte::decode(e) {
+                pte::set_dying(e, frame);
+                tlb.add(page(va));
+            }
+        });
+    }
+
+    /// After an unmap's `invalidate_end`: release what the entries of `r`
+    /// held (dying frames, swap slots) and clear them.
+    fn reap(&mut self, r: VaRange) {
+        self.tables().for_each(r.start(), r.end(), &mut |_, e| {
             match Pte::decode(e) {
-                // SAFETY: a present user entry holds one frame reference.
-                Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } => released.push(Released::Frame(unsafe { Frame::from_raw(frame) })),
-                Pte::Swapped { slot } => released.push(Released::Slot(slot)),
+                // SAFETY: a dying entry holds the frame reference of the present entry it was.
+                Pte::Dying { frame } => release_user_frame(unsafe { Frame::from_raw(frame) }),
+                Pte::Swapped { slot } => swap::SWAP.release(slot),
+                Pte::Present { .. } | Pte::Exclusive { .. } => unreachable!("munmap left a present entry"),
                 Pte::None => {}
             }
             e.set_unused();
-            tlb.add(page(va));
-            cache_hits.push(va);
         });
-        for va in cache_hits {
-            if let Some(slot) = self.swap_cache.remove(&va) {
-                released.push(Released::Slot(slot));
-            }
-        }
     }
 }
 
 impl Drop for AddressSpace {
-    /// Process exit: listeners hear `Exit` for the whole user range, then
-    /// everything is released.
+    /// Process exit: listeners hear `Exit` for the whole user range (after
+    /// which no device reaches any of its pages), then everything is
+    /// released as the tables are torn down — no list is built.
     fn drop(&mut self) {
         let id = self.id;
         let inner = self.inner.get_mut();
         let all = VaRange::new(0, hmm::USER_END).expect("the user range");
         let change = Change { range: all, kind: ChangeKind::Exit };
-        let _ = inner.listeners.start(id, &change); // dirty reports are moot: everything goes
+        inner.listeners.start(id, &change, &mut |_| {}); // dirty reports are moot: everything goes
         let tables = inner.tables.take().expect("live");
         let active = Cr3::read().0 == tables.pml4();
         assert!(!active, "an address space is dropped while loaded in CR3");
-        let mut released = Vec::new();
+        inner.listeners.end(id, &change);
         tables.destroy(&mut |_, e| match Pte::decode(e) {
-            // SAFETY: a present user entry holds one frame reference.
-            Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } => released.push(Released::Frame(unsafe { Frame::from_raw(frame) })),
-            Pte::Swapped { slot } => released.push(Released::Slot(slot)),
+            // SAFETY: a present, exclusive or dying user entry holds one frame reference.
+            Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } | Pte::Dying { frame } => release_user_frame(unsafe { Frame::from_raw(frame) }),
+            Pte::Swapped { slot } => swap::SWAP.release(slot),
             Pte::None => {}
         });
-        inner.listeners.end(id, &change);
-        for (_, slot) in core::mem::take(&mut inner.swap_cache) {
-            released.push(Released::Slot(slot));
-        }
-        drop(released);
     }
 }

@@ -12,7 +12,11 @@
 //!  unlock
 //! ```
 //!
-//! * One notification per contiguous changed range, not per page.
+//! * One notification per contiguous changed range, not per page; reclaim
+//!   evicts a batch of pages under one notification covering the batch.
+//! * Nothing on this path allocates: listeners report device-dirty pages
+//!   through a callback, and a change keeps what it releases in a fixed
+//!   buffer (or, for a bulk unmap, in the page table itself).
 //! * Listeners run with the address-space lock held. They must not call
 //!   back into the same address space (it would deadlock); they may take
 //!   their own locks (HMM takes its mirror locks), and must not sleep.
@@ -74,9 +78,10 @@ pub struct AspaceId(pub u32);
 /// Something that mirrors translations and must hear about changes.
 pub trait Listener: Send + Sync {
     /// Before the change. Pages the listener's device wrote (and so are
-    /// dirty, though the CPU's dirty bit does not know it) are pushed to
-    /// `dirty`; the address space marks them before changing anything.
-    fn invalidate_start(&self, aspace: AspaceId, change: &Change, dirty: &mut Vec<u64>);
+    /// dirty, though the CPU's dirty bit does not know it) are reported to
+    /// `dirty`, one call per page; the address space marks them before
+    /// changing anything.
+    fn invalidate_start(&self, aspace: AspaceId, change: &Change, dirty: &mut dyn FnMut(u64));
     fn invalidate_end(&self, aspace: AspaceId, change: &Change);
 }
 
@@ -105,13 +110,11 @@ impl Listeners {
         self.list.len() != before
     }
 
-    /// Returns the pages listeners reported dirty.
-    pub fn start(&self, aspace: AspaceId, change: &Change) -> Vec<u64> {
-        let mut dirty = Vec::new();
+    /// Pages listeners report dirty go to `dirty`.
+    pub fn start(&self, aspace: AspaceId, change: &Change, dirty: &mut dyn FnMut(u64)) {
         for (_, l) in &self.list {
-            l.invalidate_start(aspace, change, &mut dirty);
+            l.invalidate_start(aspace, change, dirty);
         }
-        dirty
     }
 
     pub fn end(&self, aspace: AspaceId, change: &Change) {

@@ -1,10 +1,12 @@
-//! Dirty/accessed harvesting, swap-out and reclaim, migration.
+//! Dirty/accessed harvesting, swap-out of a range (in batches; reclaim by
+//! the global clock is in [`super::clock`]), migration.
 
+use super::clock::BATCH;
 use super::pte::{self, Pte};
-use super::swap::SWAP;
-use super::{page, AddressSpace, Change, ChangeKind, Inner, Released};
+use super::swap::SwapError;
+use super::{page, uncache, AddressSpace, Change, ChangeKind};
 use crate::mm::direct;
-use crate::mm::frames::{self, Frame, FrameFlags};
+use crate::mm::frames::{self, FrameFlags};
 use alloc::vec::Vec;
 use core::fmt;
 use hmm::VaRange;
@@ -41,8 +43,12 @@ impl AddressSpace {
     /// loses its swap-cache slot: the slot's copy is stale.
     pub fn harvest(&self, range: VaRange) -> Vec<PageBits> {
         let mut inner = self.lock();
-        let mut out = Vec::new();
-        inner.change(self.id, Change { range, kind: ChangeKind::DirtyClear }, |inner, tlb, released| {
+        // The result is sized before the change: nothing allocates inside
+        // the invalidation bracket (no page appears meanwhile: we hold the lock).
+        let mut resident = 0;
+        inner.tables().for_each(range.start(), range.end(), &mut |_, e| resident += matches!(Pte::decode(e), Pte::Present { .. }) as usize);
+        let mut out = Vec::with_capacity(resident);
+        inner.change(self.id, Change { range, kind: ChangeKind::DirtyClear }, |inner, tlb, _| {
             inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
                 if let Pte::Present { frame, flags } = Pte::decode(e) {
                     out.push(PageBits { addr: va, accessed: flags.contains(F::ACCESSED), dirty: flags.contains(F::DIRTY) });
@@ -50,27 +56,59 @@ impl AddressSpace {
                         pte::set_present(e, frame, flags & !(F::ACCESSED | F::DIRTY));
                         tlb.add(page(va));
                     }
+                    if flags.contains(F::DIRTY) {
+                        // The dirty bit is gone: the cached slot must not pass for clean.
+                        uncache(frame);
+                    }
                 }
             });
-            for b in out.iter().filter(|b| b.dirty) {
-                if let Some(slot) = inner.swap_cache.remove(&b.addr) {
-                    released.push(Released::Slot(slot));
-                }
-            }
         });
         out
     }
 
-    /// Swap out every resident page in `range`: its contents go to a swap
-    /// slot (rewritten only if dirty or not cached), the frame reference is
-    /// dropped. Returns how many pages left memory.
+    /// Swap out every resident page in `range`, in batches of up to
+    /// [`BATCH`] pages, one notification each: contents go to a swap slot
+    /// (rewritten only if dirty or not cached), frames are freed. Returns
+    /// how many pages left memory; stops at the first error (swap full).
     pub fn swap_out(&self, range: VaRange) -> usize {
-        self.lock().swap_out(self.id, range)
+        self.try_swap_out(range).0
     }
 
-    /// Free up to `n` frames by the clock policy (see [`Inner::reclaim`]).
+    /// [`AddressSpace::swap_out`], with the error that stopped it.
+    pub fn try_swap_out(&self, range: VaRange) -> (usize, Option<SwapError>) {
+        let mut inner = self.lock();
+        inner.revoke_exclusive(self.id, range); // a device's exclusive access ends first
+        let mut total = 0;
+        let mut from = range.start();
+        while from < range.end() {
+            let mut vas = [0u64; BATCH];
+            let mut n = 0;
+            let mut next = range.end();
+            inner.tables().for_each_while(from, range.end(), &mut |va, e| {
+                if let Pte::Present { .. } = Pte::decode(e) {
+                    if n == BATCH {
+                        next = va;
+                        return false;
+                    }
+                    vas[n] = va;
+                    n += 1;
+                }
+                true
+            });
+            let (k, err) = inner.evict_batch(self.id, &vas[..n]);
+            total += k;
+            if err.is_some() {
+                return (total, err);
+            }
+            from = next;
+        }
+        (total, None)
+    }
+
+    /// Free up to `n` frames by the global clock (see [`super::clock`]).
     pub fn reclaim(&self, n: usize) -> usize {
-        self.lock().reclaim(self.id, n, None)
+        let mut inner = self.lock();
+        super::clock::reclaim(self.id, &mut inner, n, None)
     }
 
     /// Move the page at `addr` to another frame: contents copied, entry
@@ -104,95 +142,11 @@ impl AddressSpace {
             pte::set_present(e, new.into_raw(), flags);
             tlb.add(page(va));
             // SAFETY: the entry held one reference to the old frame.
-            released.push(Released::Frame(unsafe { Frame::from_raw(old) }));
+            unsafe { released.frame(old) };
         });
         inner.stats.migrations += 1;
         Ok((old, new_frame))
     }
 }
 
-impl Inner {
-    pub(super) fn swap_out(&mut self, id: super::AspaceId, range: VaRange) -> usize {
-        self.revoke_exclusive(id, range); // a device's exclusive access ends first
-        let mut count = 0;
-        self.change(id, Change { range, kind: ChangeKind::SwapOut }, |inner, tlb, released| {
-            let mut pages = Vec::new();
-            inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
-                if let Pte::Present { frame, flags } = Pte::decode(e) {
-                    pages.push((va, frame, flags));
-                }
-            });
-            for (va, frame, flags) in pages {
-                let cached = inner.swap_cache.remove(&va);
-                let slot = match cached {
-                    Some(slot) if !flags.contains(F::DIRTY) => {
-                        inner.stats.swap_cache_hits += 1;
-                        slot
-                    }
-                    other => {
-                        if let Some(stale) = other {
-                            released.push(Released::Slot(stale));
-                        }
-                        let mut buf = alloc::boxed::Box::new([0u8; 4096]);
-                        direct::read_frame(frame, 0, &mut buf[..]);
-                        SWAP.write_new(&buf)
-                    }
-                };
-                let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
-                pte::set_swapped(e, slot);
-                tlb.add(page(va));
-                // SAFETY: the entry held one reference.
-                released.push(Released::Frame(unsafe { Frame::from_raw(frame) }));
-                inner.stats.swap_outs += 1;
-                count += 1;
-            }
-        });
-        count
-    }
 
-    /// The clock policy: sweep resident pages from where the last sweep
-    /// stopped; a page with its accessed bit set gets a second chance (the
-    /// bit is cleared), one without is swapped out. At most two sweeps;
-    /// `keep` is never evicted (the page being faulted). Returns frames freed.
-    pub(super) fn reclaim(&mut self, id: super::AspaceId, n: usize, keep: Option<u64>) -> usize {
-        let mut freed = 0;
-        for _pass in 0..2 {
-            let mut resident = Vec::new();
-            self.tables().for_each(0, crate::mm::USER_END, &mut |va, e| {
-                if let Pte::Present { flags, .. } = Pte::decode(e) {
-                    resident.push((va, flags.contains(F::ACCESSED)));
-                }
-            });
-            let start = resident.iter().position(|(va, _)| *va >= self.clock_hand).unwrap_or(0);
-            let order: Vec<_> = resident[start..].iter().chain(&resident[..start]).copied().collect();
-            for (va, accessed) in order {
-                if freed == n {
-                    return freed;
-                }
-                if Some(va) == keep {
-                    continue;
-                }
-                if accessed {
-                    self.clear_accessed(va);
-                } else {
-                    freed += self.swap_out(id, VaRange::page_of(va).expect("user page"));
-                }
-                self.clock_hand = va + 4096;
-            }
-        }
-        freed
-    }
-
-    /// Clear the accessed bit of the resident page at `va` (second chance).
-    fn clear_accessed(&mut self, va: u64) {
-        let active = self.active();
-        if let Ok(Some(e)) = self.tables().entry(va, false) {
-            if let Pte::Present { frame, flags } = Pte::decode(e) {
-                pte::set_present(e, frame, flags & !F::ACCESSED);
-                if active {
-                    x86_64::instructions::tlb::flush(page(va).start_address());
-                }
-            }
-        }
-    }
-}

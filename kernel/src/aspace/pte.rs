@@ -10,8 +10,14 @@
 //!  exclusive: P=0, bit 10 = 1, bits 12..51 = frame,     holds one frame reference;
 //!             bit 6 = dirty, owner device id in bits    a device has exclusive access
 //!             52..62 (low 11) and 1..5 (high 5)         (any CPU access faults → revoke)
+//!  dying:     P=0, bit 11 = 1, bits 12..51 = frame      unmapped, frame reference
+//!                                                       released after the change
 //!  none:      0
 //! ```
+//!
+//! A dying entry exists only inside one locked munmap: it lets a bulk
+//! unmap keep its work list in the page table itself (no allocation) until
+//! `invalidate_end`, when the frames may be freed.
 
 use crate::mm::direct;
 use crate::mm::frames::{self, Frame, FrameFlags, OutOfFrames};
@@ -25,6 +31,8 @@ const SWAP: F = F::BIT_9;
 const EXCLUSIVE: F = F::BIT_10;
 /// Owner ids an exclusive entry can name (16 bits).
 pub const MAX_EXCLUSIVE_OWNER: u32 = (1 << 16) - 1;
+/// The software bit that marks a dying entry (not 10: exclusive uses it).
+const DYING: F = F::BIT_11;
 /// Flags of intermediate (non-leaf) user entries.
 const TABLE_FLAGS: F = F::PRESENT.union(F::WRITABLE).union(F::USER_ACCESSIBLE);
 
@@ -36,6 +44,8 @@ pub enum Pte {
     Swapped { slot: u64 },
     /// A device (`owner`) holds the page exclusively; the CPU has no access.
     Exclusive { frame: PhysFrame, owner: u32, dirty: bool },
+    /// Unmapped inside a locked munmap; the frame is released after it.
+    Dying { frame: PhysFrame },
 }
 
 impl Pte {
@@ -49,6 +59,8 @@ impl Pte {
             let bits = flags.bits();
             let owner = ((bits >> 52) & 0x7ff) as u32 | (((bits >> 1) & 0x1f) as u32) << 11;
             Pte::Exclusive { frame: PhysFrame::containing_address(e.addr()), owner, dirty: flags.contains(F::DIRTY) }
+        } else if flags.contains(DYING) {
+            Pte::Dying { frame: PhysFrame::containing_address(e.addr()) }
         } else {
             Pte::None
         }
@@ -75,6 +87,11 @@ pub fn set_exclusive(e: &mut PageTableEntry, frame: PhysFrame, owner: u32, dirty
 /// Write a swap entry.
 pub fn set_swapped(e: &mut PageTableEntry, slot: u64) {
     e.set_addr(PhysAddr::new(slot << 12), SWAP);
+}
+
+/// Turn a present entry into a dying one (same frame reference).
+pub fn set_dying(e: &mut PageTableEntry, frame: PhysFrame) {
+    e.set_addr(frame.start_address(), DYING);
 }
 
 /// The user-half tables of one address space.
@@ -152,7 +169,16 @@ impl UserTables {
 
     /// Visit every used leaf entry in `[start, end)`, skipping absent tables.
     pub fn for_each(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
-        walk(self.pml4, 4, 0, start, end, f);
+        walk(self.pml4, 4, 0, start, end, &mut |va, e| {
+            f(va, e);
+            true
+        });
+    }
+
+    /// Like [`UserTables::for_each`], stopping when `f` returns false;
+    /// returns false if it stopped early.
+    pub fn for_each_while(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry) -> bool) -> bool {
+        walk(self.pml4, 4, 0, start, end, f)
     }
 
     /// Visit every used leaf entry, then free every user page-table frame.
@@ -164,7 +190,7 @@ impl UserTables {
     }
 }
 
-fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
+fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry) -> bool) -> bool {
     let span = 1u64 << (12 + 9 * (level as u64 - 1));
     let first = if start > base { ((start - base) / span) as usize } else { 0 };
     // In the PML4 only the user half (0..256) belongs to us.
@@ -178,12 +204,12 @@ fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn Fn
         if e.is_unused() {
             continue;
         }
-        if level == 1 {
-            f(va, e);
-        } else {
-            walk(PhysFrame::containing_address(e.addr()), level - 1, va, start.max(va), end.min(va + span), f);
+        let go_on = if level == 1 { f(va, e) } else { walk(PhysFrame::containing_address(e.addr()), level - 1, va, start.max(va), end.min(va + span), f) };
+        if !go_on {
+            return false;
         }
     }
+    true
 }
 
 fn free(t: PhysFrame, level: u8) {

@@ -37,7 +37,8 @@ impl AddressSpace {
         }
         let Ok(Some(e)) = inner.tables().entry(addr & !0xfff, false) else { return PageState::Absent };
         match Pte::decode(e) {
-            Pte::None => PageState::Absent,
+            // Dying entries exist only inside a locked munmap.
+            Pte::None | Pte::Dying { .. } => PageState::Absent,
             Pte::Swapped { .. } => PageState::Swapped,
             Pte::Exclusive { owner, .. } => PageState::Exclusive(owner),
             Pte::Present { frame, flags } => {

@@ -11,7 +11,7 @@
 //! | Revoke (CPU access, fork, swap-out, migration of an exclusive page) | MIGRATE | invalid, the owner's too |
 //! | Exit                           | RELEASE         | all gone, mirrors dead |
 
-use crate::aspace::{self, Access, AccessFailure, AddressSpace, AspaceId, Change, ChangeKind, Listener};
+use crate::aspace::{self, AccessFailure, AddressSpace, AspaceId, Change, ChangeKind, Listener};
 use crate::platform::KernelTableMemory;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
@@ -33,7 +33,9 @@ fn cpu_error(e: aspace::AccessError) -> CpuFaultError {
     match e.reason {
         AccessFailure::NoVma => CpuFaultError::NoVma,
         AccessFailure::Protection => CpuFaultError::Protection,
-        AccessFailure::OutOfMemory => CpuFaultError::OutOfMemory,
+        // HMM has no I/O error kind: a page that cannot come back from swap
+        // is memory the fault cannot have.
+        AccessFailure::OutOfMemory | AccessFailure::SwapIo => CpuFaultError::OutOfMemory,
     }
 }
 
@@ -45,7 +47,7 @@ impl MirroredSpace for KernelSpace {
 
     fn fault_in(&self, va: u64, write: bool) -> Result<CpuPage, CpuFaultError> {
         let a = self.aspace.upgrade().ok_or(CpuFaultError::NoVma)?;
-        let p = a.handle_fault(va, if write { Access::Write } else { Access::Read }).map_err(cpu_error)?;
+        let p = a.fault_in(va, write).map_err(cpu_error)?;
         Ok(CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable })
     }
 
@@ -102,10 +104,10 @@ struct HmmListener {
 }
 
 impl Listener for HmmListener {
-    fn invalidate_start(&self, _: AspaceId, c: &Change, dirty: &mut Vec<u64>) {
+    fn invalidate_start(&self, _: AspaceId, c: &Change, dirty: &mut dyn FnMut(u64)) {
         let (event, owner) = event_of(c.kind);
         log::debug!("inval kind={} event={event} range={:#x}..{:#x} mask={}", c.kind, c.range.start(), c.range.end(), match event.mask() { m if m.valid && m.write => "keep", m if m.valid => "read-only", _ => "invalid" });
-        dirty.extend(self.mm.invalidate_start(c.range, event, owner));
+        self.mm.invalidate_start_with(c.range, event, owner, dirty);
     }
     fn invalidate_end(&self, _: AspaceId, c: &Change) {
         self.mm.invalidate_end(c.range, event_of(c.kind).0);

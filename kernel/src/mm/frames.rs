@@ -19,7 +19,7 @@
 use super::direct;
 use super::early::EarlyFrames;
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use pvh::{BootInfo, MemoryKind};
 use spin::{Mutex, Once};
 use x86_64::structures::paging::{FrameAllocator, FrameDeallocator, PhysFrame, Size4KiB};
@@ -41,6 +41,11 @@ bitflags::bitflags! {
 struct FrameMeta {
     refcount: AtomicU32,
     flags: AtomicU32,
+    /// Swap cache: 1 + the swap slot that still holds this (clean) page's
+    /// contents, 0 for none. The slot reference belongs to the cache; the
+    /// address-space code releases it when the page is dirtied or the
+    /// frame's last reference goes.
+    swap: AtomicU64,
 }
 
 /// No free frame is left.
@@ -138,6 +143,7 @@ fn alloc_raw() -> Result<PhysFrame, OutOfFrames> {
             let m = meta(frame);
             m.refcount.store(1, Ordering::Release);
             m.flags.store(0, Ordering::Release);
+            debug_assert_eq!(m.swap.load(Ordering::Acquire), 0, "a freed frame kept a swap-cache slot");
             return Ok(frame);
         }
     }
@@ -275,6 +281,17 @@ pub fn refcount(frame: PhysFrame) -> u32 {
 /// The flags of a frame.
 pub fn flags(frame: PhysFrame) -> FrameFlags {
     FrameFlags::from_bits_truncate(meta(frame).flags.load(Ordering::Acquire))
+}
+
+/// The swap slot cached for `frame` (see [`FrameMeta`]'s `swap`).
+pub fn swap_slot(frame: PhysFrame) -> Option<u64> {
+    meta(frame).swap.load(Ordering::Acquire).checked_sub(1)
+}
+
+/// Record (or clear) the swap slot cached for `frame`; returns the old one,
+/// whose reference the caller now owns.
+pub fn set_swap_slot(frame: PhysFrame, slot: Option<u64>) -> Option<u64> {
+    meta(frame).swap.swap(slot.map_or(0, |s| s + 1), Ordering::AcqRel).checked_sub(1)
 }
 
 /// Current counts.

@@ -180,7 +180,7 @@ impl core::fmt::Display for Layout {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         writeln!(f, "kernel page table: PML4 at {:#x}, {} table pages", self.pml4.start_address().as_u64(), self.table_frames)?;
         writeln!(f, "  {:#018x}  direct map of {} (RW NX, 2 MiB pages where aligned)", DIRECT_MAP_BASE, Bytes(self.direct_mapped))?;
-        writeln!(f, "  {:#018x}  heap ({}, RW NX)", HEAP_BASE, Bytes(super::HEAP_SIZE))?;
+        writeln!(f, "  {:#018x}  heap region ({}, RW NX, {} mapped; grows from frames)", HEAP_BASE, Bytes(super::HEAP_SIZE), Bytes(super::heap::mapped()))?;
         writeln!(f, "  {:#018x}  MMIO window (uncached, RW NX)", MMIO_BASE)?;
         for s in kernel_sections() {
             let p = s.flags;

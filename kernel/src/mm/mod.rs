@@ -12,7 +12,7 @@
 //!                        │ direct map of physical RAM    │ phys + DIRECT_MAP_BASE, RW NX,
 //!                        │ (2 MiB pages where aligned)   │ up to 512 GiB
 //!  0xffff_c000_0000_0000 ├──────────────────────────────┤ PML4 384
-//!                        │ kernel heap (HEAP_SIZE)       │ RW NX, linked_list_allocator
+//!                        │ kernel heap (up to HEAP_SIZE) │ RW NX, grows from frames
 //!  0xffff_d000_0000_0000 ├──────────────────────────────┤ PML4 416
 //!                        │ MMIO window                   │ device registers, uncached, RW NX
 //!  0xffff_ffff_8000_0000 ├──────────────────────────────┤ PML4 511, PDPT 510
@@ -63,7 +63,8 @@ pub const DIRECT_MAP_BASE: u64 = 0xffff_8000_0000_0000;
 pub const DIRECT_MAP_MAX: u64 = 512 << 30;
 /// The kernel heap.
 pub const HEAP_BASE: u64 = 0xffff_c000_0000_0000;
-pub const HEAP_SIZE: u64 = 16 << 20;
+/// The heap's virtual region: mapped on demand (see [`heap`]).
+pub const HEAP_SIZE: u64 = 1 << 30;
 /// The MMIO window: device registers get uncached mappings here.
 pub const MMIO_BASE: u64 = 0xffff_d000_0000_0000;
 pub const MMIO_SIZE: u64 = 512 << 30;

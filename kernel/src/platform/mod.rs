@@ -18,6 +18,7 @@
 //! sit behind their own ranked locks (see [`crate::sync`]): device before IOMMU.
 
 pub mod accel;
+pub mod disk;
 pub mod memory;
 
 pub use accel::{Accelerator, DmaError};
