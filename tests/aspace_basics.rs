@@ -29,10 +29,13 @@ fn demand_paging_zero_fills_on_first_touch() {
     let mut buf = [0xffu8; 100];
     a.copy_from_user(r.start() + 10, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0), "zero-filled");
-    assert_eq!(a.stats().demand_zero, 1);
-    assert_eq!(frames::stats().free, free - 1 - 3, "one data frame and the page-table pages under it");
+    assert_eq!((a.stats().demand_zero, a.stats().zero_page_maps), (0, 1), "a read maps the shared zero page");
+    assert_eq!(frames::stats().free, free - 3, "no data frame: only the page-table pages under it");
+    assert!(frames::is_zero_frame(a.walk(r.start()).unwrap().frame) && !a.walk(r.start()).unwrap().writable, "read-only, the zero frame");
     a.copy_to_user(r.start() + 4090, b"hello world").unwrap(); // crosses into page 2
-    assert_eq!(a.stats().demand_zero, 2);
+    assert_eq!(a.stats().demand_zero, 1, "page 2: a write to a never-touched page");
+    assert_eq!(a.stats().cow_copies, 1, "page 1: the zero page is copied on the first write");
+    assert!(!frames::is_zero_frame(a.walk(r.start()).unwrap().frame), "page 1 has a private frame now");
     let mut back = [0u8; 11];
     a.copy_from_user(r.start() + 4090, &mut back).unwrap();
     assert_eq!(&back, b"hello world");

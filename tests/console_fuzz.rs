@@ -212,7 +212,7 @@ fn ten_thousand_hostile_lines() {
         "mmap 2 0xfffffffffffff000",
         "mmap 2 4K at=0xfffffffffffff000",
         "munmap 2 0x10001000 0",
-        "mprotect 2 0x10001000 0 none",
+        "mprotect 2 0x10001001 4K none",
         "migrate 2 0xffff800000000000",
         "migrate 2 0xfffffffffffff000",
         "fill 2 0x10000000 64M 1",

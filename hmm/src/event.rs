@@ -16,6 +16,9 @@ pub enum Event {
     Migrate,
     /// The range is unmapped.
     Munmap,
+    /// The CPU mapping lost all access (`mprotect(PROT_NONE)`): the pages
+    /// stay, but no device may touch them until access returns.
+    NoAccess,
     /// A device takes exclusive (atomic) access: the CPU entry becomes a
     /// non-present exclusive entry and every other device loses the page
     /// (the owner's own mirror is not notified: `MMU_NOTIFY_EXCLUSIVE`).
@@ -49,7 +52,7 @@ impl Event {
     pub fn mask(self) -> PteMask {
         match self {
             Event::Fork | Event::IsDirty | Event::WriteProtect => PteMask::READ_ONLY,
-            Event::Migrate | Event::Munmap | Event::Exclusive | Event::Release => PteMask::INVALID,
+            Event::Migrate | Event::Munmap | Event::NoAccess | Event::Exclusive | Event::Release => PteMask::INVALID,
             Event::DeviceRfault | Event::DeviceWfault => PteMask::KEEP,
         }
     }
@@ -63,6 +66,7 @@ impl fmt::Display for Event {
             Event::WriteProtect => "WRITE_PROTECT",
             Event::Migrate => "MIGRATE",
             Event::Munmap => "MUNMAP",
+            Event::NoAccess => "NO_ACCESS",
             Event::Exclusive => "EXCLUSIVE",
             Event::DeviceRfault => "DEVICE_RFAULT",
             Event::DeviceWfault => "DEVICE_WFAULT",

@@ -111,6 +111,10 @@ pub fn init(start_info: u32) -> &'static BootInfo {
     if let Err(e) = mm::heap::init() {
         panic!("kernel heap: {e}");
     }
+    // The shared zero frame exists from boot on (part of every baseline).
+    if mm::frames::zero_frame().is_err() {
+        panic!("no frame for the shared zero page");
+    }
     for line in alloc::format!("{layout}").lines() {
         log::info!("{line}");
     }

@@ -100,7 +100,7 @@ fn the_console_tour_runs_and_bad_lines_are_one_line_errors() {
         "error: device write at 0x20000000 failed: not permitted by the mapping's protection",
         "error: device read at 0x20004000 failed: no mapping there",
         "error: unknown command `frobnicate` (try `help`)",
-        "error: missing <len>; usage: mmap <pid> <len> [r|rw|rx|rwx] [at=<addr>] [fixed]",
+        "error: missing <len>; usage: mmap <pid> <len> [r|rw|rx|rwx|none] [at=<addr>] [fixed]",
         "0x000020000000 r.x.!...........",
         "0x000020000000 r...!...........",
         "IOTLB flushes",

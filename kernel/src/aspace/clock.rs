@@ -168,6 +168,15 @@ impl Inner {
                 // Read the entry only now: a listener may have just marked it dirty.
                 let Some(e) = inner.tables().entry(va, false).ok().flatten() else { continue };
                 let Pte::Present { frame, flags } = Pte::decode(e) else { continue };
+                if frames::is_zero_frame(frame) {
+                    // Nothing to save: the entry goes back to "never written".
+                    e.set_unused();
+                    tlb.add(page(va));
+                    // SAFETY: the entry held one reference; released after invalidate_end.
+                    unsafe { released.frame(frame) };
+                    count += 1;
+                    continue;
+                }
                 let slot = match frames::swap_slot(frame) {
                     // Swap cache: the slot still holds exactly this page.
                     Some(slot) if !flags.contains(F::DIRTY) && SWAP.share(slot).is_ok() => {

@@ -122,7 +122,8 @@ impl Inner {
     pub(super) fn walk(&mut self, addr: u64) -> Option<CpuPte> {
         let e = self.tables().entry(addr & !0xfff, false).ok()??;
         match Pte::decode(e) {
-            Pte::Present { frame, flags } => Some(CpuPte {
+            // A PROT_NONE page (present, supervisor-only) is not accessible.
+            Pte::Present { frame, flags } if flags.contains(F::USER_ACCESSIBLE) => Some(CpuPte {
                 frame,
                 writable: flags.contains(F::WRITABLE),
                 dirty: flags.contains(F::DIRTY),
@@ -171,6 +172,15 @@ impl Inner {
         }
         let e = self.tables().entry(va, true).map_err(|_| err(AccessFailure::OutOfMemory))?.expect("created");
         match Pte::decode(e) {
+            Pte::None if !write => {
+                // A read of never-written memory: the shared zero frame,
+                // read-only; the first write copies it (it is never the only
+                // reference, so the COW path below always copies).
+                let z = frames::zero_frame().map_err(|_| err(AccessFailure::OutOfMemory))?;
+                pte::set_present(e, z.into_raw(), leaf_flags(vma.prot, false));
+                log::trace!("cpu.pte va={va:#x} pa={:#x} why=zero-page", e.addr().as_u64());
+                self.stats.zero_page_maps += 1;
+            }
             Pte::None => {
                 let f = frames::alloc_zeroed().map_err(|_| err(AccessFailure::OutOfMemory))?;
                 f.set_flags(FrameFlags::USER);

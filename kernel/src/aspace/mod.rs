@@ -84,6 +84,8 @@ pub const MMAP_BASE: u64 = 0x1000_0000;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AspaceStats {
     pub demand_zero: u64,
+    /// Reads of never-written pages answered with the shared zero frame.
+    pub zero_page_maps: u64,
     pub cow_copies: u64,
     pub cow_reuses: u64,
     pub swap_ins: u64,
@@ -184,9 +186,7 @@ pub enum RangeError {
     NotMapped,
     /// `munmap` of length 0.
     ZeroLength,
-    /// `none` protection is not supported (x86 cannot express it with a
-    /// present entry; hmmos has no PROT_NONE marker yet).
-    Unsupported,
+
 }
 
 /// `fork` failed.
@@ -251,7 +251,6 @@ impl fmt::Display for AspaceError {
             Self::Mmap(MmapError::NoSpace) => f.write_str("no free range of that size"),
             Self::Range(RangeError::NotMapped) => f.write_str("part of the range is not mapped"),
             Self::Range(RangeError::ZeroLength) => f.write_str("munmap of length 0"),
-            Self::Range(RangeError::Unsupported) => f.write_str("protection `none` is not supported"),
             Self::Fork(ForkError::NoMemory) | Self::NoMemory => f.write_str("out of memory"),
             Self::Access(e) => write!(f, "{e}"),
             Self::Migrate(e) => write!(f, "{e}"),
@@ -300,6 +299,10 @@ fn page(va: u64) -> Page {
 
 /// Leaf flags for a page of `vma`.
 pub(crate) fn leaf_flags(prot: Prot, writable: bool) -> F {
+    if prot.is_empty() {
+        // PROT_NONE: kept present for its frame, unreachable from user mode.
+        return F::PRESENT | F::NO_EXECUTE;
+    }
     let mut f = F::PRESENT | F::USER_ACCESSIBLE;
     if writable && prot.contains(Prot::WRITE) {
         f |= F::WRITABLE;
@@ -430,9 +433,6 @@ impl AddressSpace {
     /// pages stay protected).
     pub fn mprotect(&self, start: u64, len: u64, prot: Prot) -> Result<(), RangeError> {
         let r = VaRange::new(start, start.saturating_add(len)).map_err(RangeError::BadRange)?;
-        if prot.is_empty() {
-            return Err(RangeError::Unsupported);
-        }
         if r.is_empty() {
             return Ok(()); // POSIX: changing nothing succeeds
         }
@@ -440,7 +440,9 @@ impl AddressSpace {
         if !inner.vmas.covers(r) {
             return Err(RangeError::NotMapped);
         }
-        inner.change(self.id, Change { range: r, kind: ChangeKind::Protect }, |inner, tlb, _| {
+        // Every device loses the range if no access is left (its pages stay).
+        let kind = if prot.is_empty() { ChangeKind::ProtectNone } else { ChangeKind::Protect };
+        inner.change(self.id, Change { range: r, kind }, |inner, tlb, _| {
             inner.vmas.protect(r, prot);
             inner.tables().for_each(r.start(), r.end(), &mut |va, e| {
                 if let Pte::Present { frame, flags } = Pte::decode(e) {

@@ -37,6 +37,9 @@ pub enum ChangeKind {
     Unmap,
     /// mprotect: permissions reduced (or changed).
     Protect,
+    /// mprotect to no access at all (PROT_NONE): the pages stay, nobody —
+    /// CPU in user mode, kernel on the process's behalf, device — may touch them.
+    ProtectNone,
     /// fork: the parent's writable pages become read-only, shared.
     CowWriteProtect,
     /// A write to a shared page: the page gets a private copy.

@@ -68,8 +68,12 @@ impl Pte {
 }
 
 /// Write a present entry.
+///
+/// User access comes from `flags` (see `leaf_flags`): a page of a
+/// PROT_NONE area is present but supervisor-only, so every user-mode
+/// access faults while its frame (and data) stay.
 pub fn set_present(e: &mut PageTableEntry, frame: PhysFrame, flags: F) {
-    e.set_addr(frame.start_address(), flags | F::PRESENT | F::USER_ACCESSIBLE);
+    e.set_addr(frame.start_address(), flags | F::PRESENT);
 }
 
 /// Write a device-exclusive entry (non-present). `owner` must be at most

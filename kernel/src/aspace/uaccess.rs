@@ -31,9 +31,25 @@ impl Drop for Activated {
 }
 
 impl AddressSpace {
+    /// The first address of `[start, end)` inside a PROT_NONE area, if any.
+    fn no_access_in(&self, start: u64, end: u64) -> Option<u64> {
+        let r = hmm::VaRange::new(start & !0xfff, end.next_multiple_of(4096)).ok()?;
+        let inner = self.lock();
+        let found = inner.vmas.overlapping(r).find(|v| v.prot.is_empty()).map(|v| v.range.start().max(start));
+        found
+    }
+
     fn copy(&self, addr: u64, len: usize, access: Access, mut step: impl FnMut(usize, usize) -> Result<(), (usize, extable::FaultInfo)>) -> Result<(), AccessError> {
         if addr.checked_add(len as u64).is_none_or(|end| end > crate::mm::USER_END) {
             return Err(AccessError { addr, access, reason: super::AccessFailure::NoVma });
+        }
+        // PROT_NONE pages stay present (supervisor-only): the kernel's own
+        // access would not fault there, so refuse such areas up front (one
+        // check per area, not per byte).
+        if len > 0 {
+            if let Some(at) = self.no_access_in(addr, addr + len as u64) {
+                return Err(AccessError { addr: at, access, reason: super::AccessFailure::Protection });
+            }
         }
         let _active = Activated::new(self.pml4());
         let mut done = 0;

@@ -4,6 +4,7 @@
 //! |--------------------------------|-----------------|----------------|
 //! | Unmap                          | MUNMAP          | invalid        |
 //! | Protect                        | WRITE_PROTECT   | read-only      |
+//! | ProtectNone (PROT_NONE)        | NO_ACCESS       | invalid (pages kept; faults refused until access returns) |
 //! | CowWriteProtect (fork)         | FORK            | read-only      |
 //! | CowBreak, SwapOut, Migrate     | MIGRATE         | invalid (refault finds the new frame) |
 //! | DirtyClear                     | ISDIRTY         | read-only, dirty reported |
@@ -90,6 +91,7 @@ pub fn event_of(kind: ChangeKind) -> (Event, Option<DeviceId>) {
     match kind {
         ChangeKind::Unmap => (Event::Munmap, None),
         ChangeKind::Protect => (Event::WriteProtect, None),
+        ChangeKind::ProtectNone => (Event::NoAccess, None),
         ChangeKind::CowWriteProtect => (Event::Fork, None),
         ChangeKind::CowBreak | ChangeKind::SwapOut | ChangeKind::Migrate | ChangeKind::Revoke => (Event::Migrate, None),
         ChangeKind::DirtyClear => (Event::IsDirty, None),

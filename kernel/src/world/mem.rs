@@ -7,7 +7,7 @@ use alloc::vec;
 
 fn prot(a: &mut Args<'_>) -> Result<Prot, ShellError> {
     let w = a.word("prot")?;
-    Prot::parse(w).filter(|p| !p.is_empty()).ok_or_else(|| fail(alloc::format!("<prot> `{w}` is not r, rw, rx or rwx")))
+    Prot::parse(w).ok_or_else(|| fail(alloc::format!("<prot> `{w}` is not r, rw, rx, rwx or none")))
 }
 
 pub fn spawn(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
@@ -54,7 +54,7 @@ pub fn mmap(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellEr
         } else if word == "fixed" {
             fixed = true;
         } else {
-            p = Prot::parse(word).filter(|p| !p.is_empty()).ok_or_else(|| fail(alloc::format!("`{word}` is not r, rw, rx, rwx, at=<addr> or fixed")))?;
+            p = Prot::parse(word).ok_or_else(|| fail(alloc::format!("`{word}` is not r, rw, rx, rwx, none, at=<addr> or fixed")))?;
         }
     }
     a.done()?;
