@@ -74,15 +74,22 @@ fn op() -> impl Strategy<Value = Op> {
         p.clone().prop_map(Op::SwapOut),
         (p.clone(), 1u64..1000).prop_map(|(p, v)| Op::CpuWrite(p, v)),
         p.clone().prop_map(Op::CpuRead),
-        (0usize..2, p.clone(), 1u64..4, any::<bool>()).prop_map(|(m, p, n, w)| Op::DevFault(m, p, n, w)),
-        (0usize..2, p.clone(), 1000u64..2000).prop_map(|(m, p, v)| Op::DevWrite(m, p, v)),
-        (0usize..2, p.clone()).prop_map(|(m, p)| Op::DevRead(m, p)),
-        (0usize..2, p.clone(), 1u64..4).prop_map(|(m, p, n)| Op::Exclusive(m, p, n)),
-        (0usize..2, p, any::<bool>()).prop_map(|(m, p, w)| Op::ReleaseDuringFault(m, p, w)),
+        (0usize..MIRRORS, p.clone(), 1u64..4, any::<bool>()).prop_map(|(m, p, n, w)| Op::DevFault(m, p, n, w)),
+        (0usize..MIRRORS, p.clone(), 1000u64..2000).prop_map(|(m, p, v)| Op::DevWrite(m, p, v)),
+        (0usize..MIRRORS, p.clone()).prop_map(|(m, p)| Op::DevRead(m, p)),
+        (0usize..MIRRORS, p.clone(), 1u64..4).prop_map(|(m, p, n)| Op::Exclusive(m, p, n)),
+        (0usize..MIRRORS, p, any::<bool>()).prop_map(|(m, p, w)| Op::ReleaseDuringFault(m, p, w)),
         (0i64..3).prop_map(Op::Starve),
-        (0usize..2, 4u64..8, 2u64..6, any::<bool>(), 0i64..2).prop_map(|(m, p, n, w, b)| Op::StarvedFault(m, p, n, w, b)),
+        (0usize..MIRRORS, 4u64..8, 2u64..6, any::<bool>(), 0i64..2).prop_map(|(m, p, n, w, b)| Op::StarvedFault(m, p, n, w, b)),
     ]
 }
+
+/// Mirrors in the model: devices 0 and 1 read-write, and a second, read-only
+/// mirror on device 0 (several mirrors with different permissions on one
+/// device: none may ever grant more than its own permission).
+pub(crate) const MIRRORS: usize = 3;
+const MIRROR_DEVICE: [usize; MIRRORS] = [0, 1, 0];
+const MIRROR_ACCESS: [crate::MirrorAccess; MIRRORS] = [crate::MirrorAccess::ReadWrite, crate::MirrorAccess::ReadWrite, crate::MirrorAccess::ReadOnly];
 
 pub(crate) type TestMm = Mm<SoftLayout, Arc<LimitedMemory>, Space>;
 pub(crate) type TestMirror = Mirror<SoftLayout, Arc<LimitedMemory>>;
@@ -116,8 +123,8 @@ impl World {
                 (Device::register(driver.clone()), driver)
             })
             .collect();
-        let mirrors = devices.iter().map(|(d, _)| mm.mirror(d, mem.clone()).unwrap()).collect();
-        World { space, mm, mem, devices, mirrors, truth: BTreeMap::new(), dev_written: BTreeSet::new(), may_dirty: BTreeSet::new(), known: vec_of_empty(2) }
+        let mirrors = (0..MIRRORS).map(|i| mm.mirror_with(&devices[MIRROR_DEVICE[i]].0, mem.clone(), MIRROR_ACCESS[i]).unwrap()).collect();
+        World { space, mm, mem, devices, mirrors, truth: BTreeMap::new(), dev_written: BTreeSet::new(), may_dirty: BTreeSet::new(), known: vec_of_empty(MIRRORS) }
     }
 
     pub fn apply(&mut self, op: &Op) {
@@ -282,11 +289,11 @@ impl World {
         assert!(res.is_err(), "(i) a fault whose mirror was released meanwhile must fail: {res:?}");
         assert!(!old.is_alive());
         assert!(old.entries(Space::range(0, PAGES)).is_empty(), "(i) a released mirror has no entries");
-        let (dev, driver) = &self.devices[m];
+        let (dev, driver) = &self.devices[MIRROR_DEVICE[m]];
         let released = driver.updates.lock().iter().any(|u| u.mirror == old.id() && u.event == Event::Release);
         assert!(released, "(i) RELEASE reached the driver");
         self.mem.budget.store(-1, Ordering::SeqCst);
-        self.mirrors[m] = self.mm.mirror(dev, self.mem.clone()).unwrap();
+        self.mirrors[m] = self.mm.mirror_with(dev, self.mem.clone(), MIRROR_ACCESS[m]).unwrap();
         let old_id = old.id();
         drop(old);
         assert!(driver.detached.lock().contains(&old_id), "the table was dropped only after the driver detached the device");
@@ -297,12 +304,10 @@ impl World {
     /// (h): follow the driver updates: faults tell the device to read the
     /// entries of their range; invalidations make it drop/downgrade them.
     fn learn_updates(&mut self) {
-        for (i, (_, driver)) in self.devices.iter().enumerate() {
-            let m = &self.mirrors[i];
+        for (_, driver) in self.devices.iter() {
             for u in core::mem::take(&mut *driver.updates.lock()) {
-                if u.mirror != m.id() {
-                    continue;
-                }
+                let Some(i) = self.mirrors.iter().position(|m| m.id() == u.mirror) else { continue };
+                let m = &self.mirrors[i];
                 let known = &mut self.known[i];
                 match u.event {
                     Event::DeviceRfault | Event::DeviceWfault => {
@@ -343,6 +348,7 @@ impl World {
                 let cpu = st.resident.get(&p).unwrap_or_else(|| panic!("(b) entry for page {p} survives a CPU change that removed it"));
                 assert_eq!(l.addr.as_u64() / 4096, cpu.frame, "(d) entry for page {p} points at the CPU's frame");
                 assert!(!l.write || cpu.writable || cpu.excl == Some(m.device()), "(a) entry for page {p} grants write the CPU does not have");
+                assert!(!l.write || !m.read_only(), "(a) read-only mirror {i} holds a writable entry for page {p}");
                 assert!(!l.exclusive || cpu.excl == Some(m.device()), "(e) exclusive entry for page {p} while the CPU still has access");
                 if let Some(owner) = cpu.excl {
                     assert!(owner == m.device(), "(e) page {p} is exclusive to another device, yet mirrored here");

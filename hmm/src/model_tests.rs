@@ -199,12 +199,13 @@ fn released_mirrors_refuse_faults_and_report_dirty() {
     assert_eq!(m.entries(Space::range(0, PAGES)).len(), 0, "released: no entries");
     assert!(w.space.st.lock().resident[&1].dirty, "the device's write reached the CPU's dirty state");
     assert_eq!(m.fault(va(0), 1, false).unwrap_err().kind, DeviceFaultKind::Released);
-    assert_eq!(w.mm.mirrors().len(), 1);
+    assert_eq!(w.mm.mirrors().len(), super::model::MIRRORS - 1, "only the released mirror left the list");
     // Unregistering the other device releases its mirror too.
     let m1 = w.mirrors[1].clone();
     m1.device.unregister();
     assert!(!m1.is_alive());
-    assert!(w.mm.mirrors().is_empty());
+    let left: Vec<_> = w.mm.mirrors().iter().map(|m| m.id()).collect();
+    assert_eq!(left, [w.mirrors[2].id()], "only device 0's second (read-only) mirror is left");
 }
 
 /// RELEASE reaches the driver even for a mirror without user entries.
