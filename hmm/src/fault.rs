@@ -35,7 +35,9 @@
 //! # Commit
 //!
 //! Under the mirror's table lock, only while the mirror is alive and its
-//! interval unchanged. If writing an entry fails midway (no table memory),
+//! interval unchanged, through one `pt::Cursor` (a root walk per 2 MiB
+//! leaf node, not per page); the leaves were gathered before the lock on
+//! the stack (windows up to 64 pages: no heap allocation per fault). If writing an entry fails midway (no table memory),
 //! the driver still hears about the entries already written before the
 //! error is returned (an IOMMU may cache the read-only entries upgraded).
 
@@ -49,6 +51,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 const MAX_RETRIES: u64 = 64;
+/// Fault windows up to this many pages gather their leaves on the stack.
+const INLINE: usize = 64;
+const EMPTY: (u64, Leaf) = (0, Leaf { addr: x86_64::PhysAddr::zero(), write: false, dirty: false, exclusive: false });
 
 /// A retry was needed (the caller loops).
 struct Retry;
@@ -79,23 +84,35 @@ where
                 return Err(err(DeviceFaultKind::Released));
             }
             log::debug!("fault.round va={addr:#x} window={:#x}..{:#x} round={}", window.start(), window.end(), retries + 1);
-            let mut leaves = Vec::with_capacity(window.pages() as usize);
+            // The leaves are gathered before the table lock (fault_in may
+            // invalidate): on the stack for windows up to INLINE pages.
+            let mut inline = [EMPTY; INLINE];
+            let mut heap = Vec::new();
+            let buf: &mut [(u64, Leaf)] = if window.pages() as usize <= INLINE {
+                &mut inline[..window.pages() as usize]
+            } else {
+                heap.resize(window.pages() as usize, EMPTY);
+                &mut heap
+            };
+            let mut len = 0;
             for va in window.page_addrs() {
-                if want.contains(va) {
+                let leaf = if want.contains(va) {
                     let p = space.fault_in(va, write).map_err(|e| DeviceFaultError { addr: va, write, kind: DeviceFaultKind::Cpu(e) })?;
                     let w = write && p.writable;
-                    leaves.push((va, Leaf { addr: p.frame, write: w, dirty: w, exclusive: false }));
-                    continue;
-                }
-                let neighbour = match policy {
-                    PrefaultPolicy::Mirror => space.walk(va),
-                    PrefaultPolicy::Populate => space.walk(va).or_else(|| space.fault_in(va, false).ok()),
+                    Leaf { addr: p.frame, write: w, dirty: w, exclusive: false }
+                } else {
+                    let neighbour = match policy {
+                        PrefaultPolicy::Mirror => space.walk(va),
+                        PrefaultPolicy::Populate => space.walk(va).or_else(|| space.fault_in(va, false).ok()),
+                    };
+                    let Some(p) = neighbour else { continue };
+                    Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false }
                 };
-                if let Some(p) = neighbour {
-                    leaves.push((va, Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false }));
-                }
+                buf[len] = (va, leaf);
+                len += 1;
             }
-            match self.commit(m, window, &leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
+            let leaves = &buf[..len];
+            match self.commit(m, window, leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
                 Ok(()) => return Ok(FaultOutcome { pages: leaves.len() as u64, retries }),
                 Err(Ok(Retry)) => {
                     retries += 1;
@@ -121,9 +138,12 @@ where
             return Err(Ok(Retry));
         }
         let (mut replaced, mut written, mut failed) = (false, 0u64, false);
+        // One cursor: a walk from the root only when the leaves leave the
+        // current 2 MiB leaf node; get + set are then one entry each.
+        let mut cursor = t.cursor();
         for &(va, mut leaf) in leaves {
             let at = vaddr(va);
-            if let Some(old) = t.get(at) {
+            if let Some(old) = cursor.get(at) {
                 if old.addr == leaf.addr {
                     leaf.write |= old.write;
                     leaf.dirty |= old.dirty;
@@ -135,7 +155,7 @@ where
                 replaced = true;
             }
             log::trace!("mirror.set va={va:#x} pa={:#x} write={}", leaf.addr.as_u64(), leaf.write);
-            if t.set(at, leaf).is_err() {
+            if cursor.set(at, leaf).is_err() {
                 failed = true;
                 break;
             }
@@ -155,6 +175,9 @@ where
     /// around it, within the mapping.
     fn window(&self, space: &S, want: VaRange) -> VaRange {
         let n = self.prefault().max(1) * crate::PAGE;
+        if n == crate::PAGE {
+            return want; // no prefault: no VMA lookup
+        }
         let Some(extent) = space.extent(want.start()) else { return want };
         let start = (want.start() / n * n).max(extent.start()).min(want.start());
         let end = want.end().next_multiple_of(n).min(extent.end()).max(want.end());
