@@ -31,6 +31,22 @@ impl<L: EntryLayout, M: TableMemory> Iterator for Iter<'_, L, M> {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
             let level = self.level;
+            if level == 1 {
+                // The hot loop: scan the current leaf node in place.
+                let (table, base, mut i) = self.stack[0];
+                let node = self.pt.node(table);
+                let stop = if self.end - base >= span(2) { 512 } else { ((self.end - base).div_ceil(span(1))) as usize };
+                while i < stop {
+                    let raw = node[i].load(Ordering::Acquire);
+                    i += 1;
+                    if let Some(leaf) = L::decode_leaf(raw) {
+                        self.stack[0].2 = i;
+                        return Some((VirtAddr::new(base + (i as u64 - 1) * span(1)), leaf));
+                    }
+                }
+                self.level += 1; // pop: the parent already points past us
+                continue;
+            }
             let (table, base, i) = self.stack[level as usize - 1];
             let va = base + i as u64 * span(level);
             if i == 512 || va >= self.end {
