@@ -41,7 +41,7 @@
 //! the driver still hears about the entries already written before the
 //! error is returned (an IOMMU may cache the read-only entries upgraded).
 
-use crate::cpu::{CpuFaultError, MirroredSpace};
+use crate::cpu::{CpuFaultError, CpuPage, MirroredSpace};
 use crate::event::Event;
 use crate::mirror::{va as vaddr, Mirror, Update};
 use crate::mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, PrefaultPolicy, MAX_FAULT_PAGES};
@@ -74,7 +74,8 @@ where
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
         let space = self.space.upgrade().ok_or(err(DeviceFaultKind::Released))?;
         let window = self.window(&*space, want);
-        let policy = self.prefault_policy();
+        // The policy matters only for neighbours (its lock is skipped without).
+        let policy = if window == want { PrefaultPolicy::Mirror } else { self.prefault_policy() };
         let reader = self.intervals.register(m.id(), m.device(), window);
         let mut retries = 0;
         loop {
@@ -95,22 +96,32 @@ where
                 &mut heap
             };
             let mut len = 0;
-            for va in window.page_addrs() {
-                let leaf = if want.contains(va) {
-                    let p = space.fault_in(va, write).map_err(|e| DeviceFaultError { addr: va, write, kind: DeviceFaultKind::Cpu(e) })?;
-                    let w = write && p.writable;
-                    Leaf { addr: p.frame, write: w, dirty: w, exclusive: false }
-                } else {
-                    let neighbour = match policy {
-                        PrefaultPolicy::Mirror => space.walk(va),
-                        PrefaultPolicy::Populate => space.walk(va).or_else(|| space.fault_in(va, false).ok()),
-                    };
-                    let Some(p) = neighbour else { continue };
-                    Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false }
-                };
+            let mut push = |va: u64, leaf: Leaf| {
                 buf[len] = (va, leaf);
                 len += 1;
+            };
+            // In address order: neighbours below, the wanted pages, neighbours above.
+            let neighbours = |r: Result<VaRange, _>, push: &mut dyn FnMut(u64, Leaf)| {
+                let Ok(r) = r else { return };
+                let leaf = |p: CpuPage| Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false };
+                match policy {
+                    PrefaultPolicy::Mirror => space.walk_range(r, &mut |va, p| push(va, leaf(p))),
+                    PrefaultPolicy::Populate => {
+                        for va in r.page_addrs() {
+                            if let Some(p) = space.walk(va).or_else(|| space.fault_in(va, false).ok()) {
+                                push(va, leaf(p));
+                            }
+                        }
+                    }
+                }
+            };
+            neighbours(VaRange::new(window.start(), want.start()), &mut push);
+            for va in want.page_addrs() {
+                let p = space.fault_in(va, write).map_err(|e| DeviceFaultError { addr: va, write, kind: DeviceFaultKind::Cpu(e) })?;
+                let w = write && p.writable;
+                push(va, Leaf { addr: p.frame, write: w, dirty: w, exclusive: false });
             }
+            neighbours(VaRange::new(want.end(), window.end()), &mut push);
             let leaves = &buf[..len];
             match self.commit(m, window, leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
                 Ok(()) => return Ok(FaultOutcome { pages: leaves.len() as u64, retries }),

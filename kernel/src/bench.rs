@@ -19,6 +19,7 @@ use crate::aspace::Prot;
 use crate::cycles;
 use crate::hmmdev::accels;
 use crate::println;
+use crate::platform::WAIT_CYCLES;
 use crate::world::Process;
 use core::sync::atomic::Ordering;
 use hmm::VaRange;
@@ -98,6 +99,14 @@ fn populate(pages: u64) -> Result<u64, &'static str> {
     Ok(c / pages)
 }
 
+/// Cycles of `f` minus the halted completion waits inside it: under icount,
+/// the instructions the CPU ran (see `platform::accel::WAIT_CYCLES`).
+fn busy<R>(f: impl FnOnce() -> R) -> (u64, R) {
+    let w = WAIT_CYCLES.load(Ordering::Relaxed);
+    let (c, r) = cycles::measure(f);
+    (c - (WAIT_CYCLES.load(Ordering::Relaxed) - w), r)
+}
+
 /// Parts of a 1-byte device read that faults, averaged over `pages` pages
 /// of a resident range (prefault off): (faulting read, non-faulting read,
 /// HMM resolution, first fault's HMM resolution).
@@ -113,7 +122,7 @@ fn whole_fault(pages: u64, slot: u64) -> Result<(u64, u64, u64, u64), &'static s
     let (mut faulting, mut clean, mut hmm, mut first) = (0, 0, 0, 0);
     for (i, va) in r.page_addrs().enumerate() {
         let before = acc.stats.fault_cycles;
-        let (c, res) = cycles::measure(|| acc.read(va, 1));
+        let (c, res) = busy(|| acc.read(va, 1));
         res.map_err(|_| "device read")?;
         let h = acc.stats.fault_cycles - before;
         if i == 0 {
@@ -121,13 +130,20 @@ fn whole_fault(pages: u64, slot: u64) -> Result<(u64, u64, u64, u64), &'static s
         }
         faulting += c;
         hmm += h;
-        let (c, res) = cycles::measure(|| acc.read(va, 1));
+        let (c, res) = busy(|| acc.read(va, 1));
         res.map_err(|_| "device read")?;
         if acc.stats.fault_cycles != before + h {
             return Err("the second read faulted");
         }
         clean += c;
     }
+    // The CPU side of a fault, alone: what `MirroredSpace::fault_in` and
+    // `walk` cost on a resident page (the kernel's address-space code).
+    let va = r.start() + 4096;
+    let (fi, _) = cycles::measure(|| p.aspace.fault_in(va, false));
+    let (wk, _) = cycles::measure(|| p.aspace.walk(va));
+    let (ext, _) = cycles::measure(|| p.aspace.vma_at(va));
+    println!("  CPU side on a resident page: AddressSpace::fault_in {fi}, walk {wk}, vma_at {ext} instructions");
     acc.unbind();
     Ok((faulting / pages, clean / pages, hmm / pages, first))
 }
@@ -217,6 +233,7 @@ pub fn run() -> bool {
         return false;
     };
     let marginal = faulting.saturating_sub(clean);
+    println!("  (instructions outside the halted completion waits; a transfer's wait loop and interrupt are not counted)");
     println!("  read that faults {faulting}, read that does not {clean}: a fault adds {marginal}");
     println!("  of which HMM resolution (Mirror::fault) {hmm} (the range's first fault, building the table path: {first}), device/interrupt work {}", marginal.saturating_sub(hmm));
     let unaligned = unaligned_munmap(3, 4099, slot + 2);

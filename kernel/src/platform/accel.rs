@@ -32,6 +32,12 @@ use crate::sync::RankedMutex;
 /// when a transfer times out; any accelerator's next transfer sweeps them).
 static UNDRAINED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 
+/// Cycles spent in the completion wait of every transfer: under `-icount`
+/// the guest clock jumps over the device's virtual DMA time while the CPU
+/// halts, so benchmarks subtract this to count the CPU's own instructions
+/// (the wait loop's few instructions and the interrupt go with it).
+pub static WAIT_CYCLES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// How long a transfer may take (virtual time; edu needs 100 ms).
 pub const DMA_TIMEOUT_US: u64 = 2_000_000;
 
@@ -118,7 +124,9 @@ impl Accelerator {
         let before = self.vector.count();
         self.edu.start_dma(req)?;
         self.transfers += 1;
+        let t0 = crate::cycles::now();
         let waited = irq::wait_until(DMA_TIMEOUT_US, || self.vector.count() != before);
+        WAIT_CYCLES.fetch_add(crate::cycles::now().wrapping_sub(t0), core::sync::atomic::Ordering::Relaxed);
         self.edu.ack_interrupt();
         if waited.is_err() {
             // The device may still fault after we stop waiting.

@@ -20,7 +20,7 @@
 mod accel;
 mod memory;
 
-pub use accel::{Accelerator, DmaError};
+pub use accel::{Accelerator, DmaError, WAIT_CYCLES};
 pub use memory::KernelTableMemory;
 
 use crate::acpi::KernelAcpiHandler;
