@@ -252,7 +252,14 @@ proptest! {
             audit(&pt);
             let got: Vec<(u64, Leaf)> = pt.iter(r(0, ALL)).map(|(v, l)| (v.as_u64() / PAGE, l)).collect();
             let want: Vec<(u64, Leaf)> = model.iter().map(|(k, v)| (*k, *v)).collect();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(&got, &want);
+            // Internal iteration (fold) and a range starting and ending mid-node agree.
+            let folded = pt.iter(r(0, ALL)).fold(Vec::new(), |mut v, (a, l)| { v.push((a.as_u64() / PAGE, l)); v });
+            prop_assert_eq!(&folded, &want);
+            let part: Vec<(u64, Leaf)> = pt.iter(r(300, 1800)).fold(Vec::new(), |mut v, (a, l)| { v.push((a.as_u64() / PAGE, l)); v });
+            let want_part: Vec<(u64, Leaf)> = model.range(300..1800).map(|(k, v)| (*k, *v)).collect();
+            prop_assert_eq!(part, want_part);
+            prop_assert_eq!(pt.iter(r(300, 1800)).count(), model.range(300..1800).count());
             prop_assert_eq!(pt.leaves(), model.len());
             // Exactly the nodes needed: root + distinct prefixes per level.
             let mut need = 1;
