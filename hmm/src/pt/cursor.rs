@@ -25,6 +25,9 @@ pub struct Cursor<'a, L: EntryLayout, M: TableMemory> {
     /// `path[l - 1]`: the node at level `l` on the way to `leaf_base`.
     path: [PhysAddr; LEVELS as usize],
     leaf_base: u64,
+    /// The leaf node was created by this cursor and nothing written to it
+    /// yet: all its entries are known zero.
+    fresh: bool,
     /// Nodes walked through since the cursor was made (a work count for tests).
     steps: usize,
 }
@@ -33,7 +36,7 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
     pub(super) fn new(pt: &'a mut PageTable<L, M>) -> Self {
         let mut path = [PhysAddr::zero(); LEVELS as usize];
         path[LEVELS as usize - 1] = pt.root();
-        Cursor { pt, path, leaf_base: NONE, steps: 0 }
+        Cursor { pt, path, leaf_base: NONE, fresh: false, steps: 0 }
     }
 
     /// Table entries followed from one node to the next since the cursor was
@@ -67,6 +70,7 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
             }
         }
         self.leaf_base = NONE;
+        self.fresh = false;
         for level in (2..=from).rev() {
             let t = self.path[level as usize - 1];
             let raw = self.pt.node(t)[index(va, level)].load(Ordering::Acquire);
@@ -80,6 +84,7 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
                     // Release: the zeroed node is visible before the link.
                     self.pt.node(t)[index(va, level)].store(L::encode_table(next), Ordering::Release);
                     self.pt.add_live(&self.path, level, va, 1);
+                    self.fresh = level == 2;
                     next
                 }
             };
@@ -110,6 +115,7 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
         // these entries: a plain load + release store, no locked exchange.
         let old = L::decode_leaf(entry.load(Ordering::Relaxed));
         entry.store(L::encode_leaf(leaf), Ordering::Release);
+        self.fresh = false;
         if old.is_none() {
             self.pt.leaves += 1;
             self.pt.add_live(&self.path, 1, va, 1);
@@ -128,16 +134,29 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
         while leaves.peek().is_some() {
             assert!(va < VA_END, "populate runs past the 48-bit range");
             let node = self.leaf_node(va, true)?.expect("created");
-            let first = index(va, 1);
-            let mut new = 0;
-            for entry in &self.pt.node(node)[first..] {
-                let Some(leaf) = leaves.next() else { break };
-                let old = entry.load(Ordering::Relaxed);
-                entry.store(L::encode_leaf(leaf), Ordering::Release);
-                new += L::decode_leaf(old).is_none() as usize;
-                written += 1;
-                va += PAGE;
+            let entries = &self.pt.node(node)[index(va, 1)..];
+            let (mut n, mut new) = (0, 0);
+            if self.fresh {
+                // A node this cursor just made: every entry is zero, each
+                // leaf is new — stores only.
+                for entry in entries {
+                    let Some(leaf) = leaves.next() else { break };
+                    entry.store(L::encode_leaf(leaf), Ordering::Release);
+                    n += 1;
+                }
+                new = n;
+            } else {
+                for entry in entries {
+                    let Some(leaf) = leaves.next() else { break };
+                    let old = entry.load(Ordering::Relaxed);
+                    entry.store(L::encode_leaf(leaf), Ordering::Release);
+                    new += L::decode_leaf(old).is_none() as usize;
+                    n += 1;
+                }
             }
+            self.fresh = false;
+            written += n;
+            va += n as u64 * PAGE;
             if new > 0 {
                 self.pt.leaves += new;
                 self.pt.add_live(&self.path, 1, va - PAGE, new as isize);

@@ -235,23 +235,59 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
         let mut out = Updated::default();
         if start < end {
             let (root, live) = (self.root, self.root_live);
-            self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, &mut f, &mut out);
+            self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, false, &mut f, &mut out);
         }
         self.leaves -= out.cleared;
         self.nodes -= out.retired.len();
         out
     }
 
-    /// Clear every leaf in `range`.
+    /// Clear every leaf in `range`. A node whose whole span lies in the
+    /// range is unlinked as it is — its leaves are counted from the live
+    /// counts, not visited — and retired with its subtree: the walker
+    /// (IOMMU) can reach it only through caches the caller flushes before
+    /// [`PageTable::release`], and table memory is zeroed when reallocated.
     pub fn clear(&mut self, range: VaRange) -> Updated {
-        self.update(range, |_, _| None)
+        let (start, end) = (range.start(), range.end());
+        let mut out = Updated::default();
+        if start < end {
+            let (root, live) = (self.root, self.root_live);
+            self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, true, &mut |_, _| None, &mut out);
+        }
+        self.leaves -= out.cleared;
+        self.nodes -= out.retired.len();
+        out
+    }
+
+    /// Retire everything below `table` (at `level`, holding `live`
+    /// entries) — not `table` itself — counting its leaves as cleared.
+    fn retire_below(&mut self, table: PhysAddr, level: u8, live: usize, out: &mut Updated) {
+        if level == 1 {
+            out.cleared += live;
+            out.changed += live;
+            return;
+        }
+        let mut seen = 0;
+        for i in 0..512 {
+            if seen == live {
+                break;
+            }
+            out.visited += 1;
+            let raw = self.node(table)[i].load(Ordering::Relaxed);
+            if let Some(child) = L::decode_table(raw) {
+                seen += 1;
+                self.retire_below(child, level - 1, count_of(raw), out);
+                out.retired.0.push(child);
+            }
+        }
     }
 
     /// Recursive worker of [`update`] over `table`, which holds `live`
     /// live entries; returns how many of them it cleared (leaves cleared or
     /// children unlinked). Stops once every live entry was seen.
     #[allow(clippy::too_many_arguments)]
-    fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, live: usize, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
+    /// `whole` (only for [`clear`]): retire fully covered children whole.
+    fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, live: usize, whole: bool, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
         let s = span(level);
         let first = if start > base { index(start, level) } else { 0 };
         let (mut seen, mut cleared) = (0, 0);
@@ -281,7 +317,12 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             } else if let Some(child) = L::decode_table(raw) {
                 seen += 1;
                 let n = count_of(raw);
-                let gone = self.update_node(child, level - 1, va, start.max(va), end.min(va + s), n, f, out);
+                let gone = if whole && start <= va && va + s <= end {
+                    self.retire_below(child, level - 1, n, out);
+                    n
+                } else {
+                    self.update_node(child, level - 1, va, start.max(va), end.min(va + s), n, whole, f, out)
+                };
                 if gone == n {
                     self.node(table)[i].store(0, Ordering::Release);
                     out.retired.0.push(child);

@@ -159,15 +159,23 @@ fn invalidation_visits_entries_proportional_to_what_it_clears() {
     pt.release(up.retired);
     // A sparse node: the scan stops at the last live entry, not at 512.
     pt.populate(va(2048), (0..3).map(|i| Leaf::writable(pa(i)))).unwrap();
-    let up = pt.clear(r(2048, 2048 + 512));
+    let up = pt.update(r(2048, 2048 + 512), |_, _| None);
     assert_eq!((up.cleared, up.visited), (3, 3 + 3));
     pt.release(up.retired);
-    // A bulk clear: entries visited = leaves cleared + the path to them.
-    let up = pt.clear(r(0, 1 << 20));
+    // A bulk update: entries visited = leaves cleared + the path to them.
+    let up = pt.update(r(0, 1 << 20), |_, _| None);
     assert_eq!(up.cleared, 511);
     assert!(up.visited <= 511 + 3 + 1, "visited {} entries to clear 511", up.visited);
     pt.release(up.retired);
     assert_eq!(audit(&pt), 1);
+    // `clear` of fully covered nodes unlinks them whole: 2 full leaf nodes
+    // and a partial one cost the path plus the partial node's leaves.
+    pt.populate(va(4096), (0..1100).map(|i| Leaf::writable(pa(i)))).unwrap();
+    let up = pt.clear(r(4096, 4096 + 1100));
+    assert_eq!((up.cleared, up.retired.len()), (1100, 5));
+    assert_eq!(up.visited, 1 + 1 + 3 + 76, "root, L3, one L2 entry per leaf node, the partial node's leaves");
+    pt.release(up.retired);
+    assert_eq!((audit(&pt), mem.live(), pt.leaves()), (1, 1, 0));
 }
 
 #[test]
