@@ -48,12 +48,12 @@ use crate::mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, PrefaultPol
 use crate::pt::{EntryLayout, Leaf, TableMemory};
 use crate::VaRange;
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering;
 
 const MAX_RETRIES: u64 = 64;
 /// Fault windows up to this many pages gather their leaves on the stack.
 const INLINE: usize = 64;
-const EMPTY: (u64, Leaf) = (0, Leaf { addr: x86_64::PhysAddr::zero(), write: false, dirty: false, exclusive: false });
 
 /// A retry was needed (the caller loops).
 struct Retry;
@@ -87,17 +87,17 @@ where
             log::debug!("fault.round va={addr:#x} window={:#x}..{:#x} round={}", window.start(), window.end(), retries + 1);
             // The leaves are gathered before the table lock (fault_in may
             // invalidate): on the stack for windows up to INLINE pages.
-            let mut inline = [EMPTY; INLINE];
+            let mut inline = [const { MaybeUninit::<(u64, Leaf)>::uninit() }; INLINE];
             let mut heap = Vec::new();
-            let buf: &mut [(u64, Leaf)] = if window.pages() as usize <= INLINE {
+            let buf: &mut [MaybeUninit<(u64, Leaf)>] = if window.pages() as usize <= INLINE {
                 &mut inline[..window.pages() as usize]
             } else {
-                heap.resize(window.pages() as usize, EMPTY);
+                heap.resize(window.pages() as usize, MaybeUninit::uninit());
                 &mut heap
             };
             let mut len = 0;
             let mut push = |va: u64, leaf: Leaf| {
-                buf[len] = (va, leaf);
+                buf[len].write((va, leaf));
                 len += 1;
             };
             // In address order: neighbours below, the wanted pages, neighbours above.
@@ -122,7 +122,8 @@ where
                 push(va, Leaf { addr: p.frame, write: w, dirty: w, exclusive: false });
             }
             neighbours(VaRange::new(want.end(), window.end()), &mut push);
-            let leaves = &buf[..len];
+            // SAFETY: `push` wrote `buf[..len]`, in order, each exactly once.
+            let leaves = unsafe { &*(&raw const buf[..len] as *const [(u64, Leaf)]) };
             match self.commit(m, window, leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
                 Ok(()) => return Ok(FaultOutcome { pages: leaves.len() as u64, retries }),
                 Err(Ok(Retry)) => {

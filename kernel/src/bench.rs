@@ -137,6 +137,22 @@ fn whole_fault(pages: u64, slot: u64) -> Result<(u64, u64, u64, u64), &'static s
         }
         clean += c;
     }
+    // `Mirror::fault` called directly (no job bookkeeping), the table path
+    // present: every other page invalidated, then faulted again.
+    let b = acc.binding().ok_or("bind")?;
+    let odd: alloc::vec::Vec<u64> = r.page_addrs().skip(1).step_by(2).collect();
+    for &va in &odd {
+        let pg = VaRange::page_of(va).map_err(|_| "range")?;
+        let _ = b.mm.invalidate_start(pg, hmm::Event::Migrate, None);
+        b.mm.invalidate_end(pg, hmm::Event::Migrate);
+    }
+    let mut direct = 0;
+    for &va in &odd {
+        let (c, res) = cycles::measure(|| b.mirror.fault(va, 1, false));
+        res.map_err(|_| "fault")?;
+        direct += c;
+    }
+    println!("  Mirror::fault called directly on a resident page (table path present): {} instructions", direct / odd.len() as u64);
     // The CPU side of a fault, alone: what `MirroredSpace::fault_in` and
     // `walk` cost on a resident page (the kernel's address-space code).
     let va = r.start() + 4096;
