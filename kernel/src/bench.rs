@@ -147,12 +147,27 @@ fn whole_fault(pages: u64, slot: u64) -> Result<(u64, u64, u64, u64), &'static s
         b.mm.invalidate_end(pg, hmm::Event::Migrate);
     }
     let mut direct = 0;
+    let st0 = b.mm.stats();
     for &va in &odd {
         let (c, res) = cycles::measure(|| b.mirror.fault(va, 1, false));
         res.map_err(|_| "fault")?;
         direct += c;
     }
-    println!("  Mirror::fault called directly on a resident page (table path present): {} instructions", direct / odd.len() as u64);
+    let st1 = b.mm.stats();
+    let (get, _) = cycles::measure(|| b.mirror.get(odd[0]));
+    let (inv, _) = cycles::measure(|| {
+        let pg = VaRange::page_of(odd[0]).expect("page");
+        let d = b.mm.invalidate_start(pg, hmm::Event::Migrate, None);
+        b.mm.invalidate_end(pg, hmm::Event::Migrate);
+        d
+    });
+    println!(
+        "  Mirror::fault called directly on a resident page (table path present): {} instructions ({} faults, {} retries, {} pages mirrored); Mirror::get {get}; a 1-page HMM invalidation with its IOTLB flush {inv}",
+        direct / odd.len() as u64,
+        st1.faults - st0.faults,
+        st1.retries - st0.retries,
+        st1.pages_mirrored - st0.pages_mirrored
+    );
     // The CPU side of a fault, alone: what `MirroredSpace::fault_in` and
     // `walk` cost on a resident page (the kernel's address-space code).
     let va = r.start() + 4096;
