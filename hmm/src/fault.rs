@@ -103,6 +103,9 @@ where
             // In address order: neighbours below, the wanted pages, neighbours above.
             let neighbours = |r: Result<VaRange, _>, push: &mut dyn FnMut(u64, Leaf)| {
                 let Ok(r) = r else { return };
+                if r.is_empty() {
+                    return;
+                }
                 let leaf = |p: CpuPage| Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false };
                 match policy {
                     PrefaultPolicy::Mirror => space.walk_range(r, &mut |va, p| push(va, leaf(p))),

@@ -13,8 +13,9 @@
 //! * The cursor borrows the table mutably: it is the one writer, which the
 //!   caller guarantees by holding the mirror's (or domain's) lock.
 
-use super::{check_va, index, span, EntryLayout, Leaf, OutOfTableMemory, PageTable, TableMemory, LEVELS, PAGE, VA_END};
-use core::sync::atomic::Ordering;
+use super::{check_va, count_of, index, span, with_count, EntryLayout, Leaf, Node, OutOfTableMemory, PageTable, TableMemory, LEVELS, PAGE, VA_END};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::{PhysAddr, VirtAddr};
 
 const NONE: u64 = u64::MAX;
@@ -25,6 +26,10 @@ pub struct Cursor<'a, L: EntryLayout, M: TableMemory> {
     /// `path[l - 1]`: the node at level `l` on the way to `leaf_base`.
     path: [PhysAddr; LEVELS as usize],
     leaf_base: u64,
+    /// While `leaf_base` is set: the leaf node itself, and the parent entry
+    /// that holds its live count — so a page costs no address translation.
+    leaf: NonNull<Node>,
+    count: NonNull<AtomicU64>,
     /// The leaf node was created by this cursor and nothing written to it
     /// yet: all its entries are known zero.
     fresh: bool,
@@ -36,7 +41,7 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
     pub(super) fn new(pt: &'a mut PageTable<L, M>) -> Self {
         let mut path = [PhysAddr::zero(); LEVELS as usize];
         path[LEVELS as usize - 1] = pt.root();
-        Cursor { pt, path, leaf_base: NONE, fresh: false, steps: 0 }
+        Cursor { pt, path, leaf_base: NONE, leaf: NonNull::dangling(), count: NonNull::dangling(), fresh: false, steps: 0 }
     }
 
     /// Table entries followed from one node to the next since the cursor was
@@ -48,16 +53,35 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
     /// The leaf node covering `va`: cached, or walked to from the deepest
     /// shared node; created if missing when `create`, else `None`.
     #[inline]
-    fn leaf_node(&mut self, va: u64, create: bool) -> Result<Option<PhysAddr>, OutOfTableMemory> {
+    fn leaf_node(&mut self, va: u64, create: bool) -> Result<bool, OutOfTableMemory> {
         let base = va & !(span(2) - 1);
         if base == self.leaf_base {
-            return Ok(Some(self.path[0]));
+            return Ok(true);
         }
         self.walk(va, base, create)
     }
 
+    /// The current leaf node's entries (`leaf_base` must be set).
+    #[inline]
+    fn entries(&self) -> &Node {
+        debug_assert!(self.leaf_base != NONE);
+        // SAFETY: set by `walk` from a node on the path to `leaf_base`. The
+        // cursor borrows the table exclusively, and only `&mut` methods of
+        // the table unlink or free nodes: the node lives as long as the cursor.
+        unsafe { self.leaf.as_ref() }
+    }
+
+    /// Add `n` to the current leaf node's live count (in its parent entry).
+    #[inline]
+    fn add_leaf_live(&self, n: usize) {
+        // SAFETY: as in `entries`: an entry of the level-2 node on the path.
+        let slot = unsafe { self.count.as_ref() };
+        let raw = slot.load(Ordering::Relaxed);
+        slot.store(with_count(raw, count_of(raw) + n), Ordering::Release);
+    }
+
     #[cold]
-    fn walk(&mut self, va: u64, base: u64, create: bool) -> Result<Option<PhysAddr>, OutOfTableMemory> {
+    fn walk(&mut self, va: u64, base: u64, create: bool) -> Result<bool, OutOfTableMemory> {
         // The node at level l covers span(l + 1) bytes: reuse the deepest one
         // on both paths.
         let mut from = LEVELS;
@@ -77,7 +101,7 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
             self.steps += 1;
             self.path[level as usize - 2] = match L::decode_table(raw) {
                 Some(next) => next,
-                None if !create => return Ok(None),
+                None if !create => return Ok(false),
                 None => {
                     let next = self.pt.mem.alloc_table().ok_or(OutOfTableMemory)?;
                     self.pt.nodes += 1;
@@ -89,16 +113,20 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
                 }
             };
         }
+        self.leaf = self.pt.mem.table(self.path[0]);
+        self.count = NonNull::from(&self.pt.node(self.path[1])[index(va, 2)]);
         self.leaf_base = base;
-        Ok(Some(self.path[0]))
+        Ok(true)
     }
 
     /// The leaf for page `va`, if mapped.
     pub fn get(&mut self, va: VirtAddr) -> Option<Leaf> {
         let va = va.as_u64();
         check_va(va);
-        let node = self.leaf_node(va, false).ok()??;
-        L::decode_leaf(self.pt.node(node)[index(va, 1)].load(Ordering::Acquire))
+        if !self.leaf_node(va, false).ok()? {
+            return None;
+        }
+        L::decode_leaf(self.entries()[index(va, 1)].load(Ordering::Acquire))
     }
 
     /// Map page `va` to `leaf`; returns the previous leaf.
@@ -109,16 +137,16 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
     /// [`Cursor::set`] for any device address below 2^48.
     pub fn set_iova(&mut self, va: u64, leaf: Leaf) -> Result<Option<Leaf>, OutOfTableMemory> {
         check_va(va);
-        let node = self.leaf_node(va, true)?.expect("created");
-        let entry = &self.pt.node(node)[index(va, 1)];
+        self.leaf_node(va, true)?;
+        let entry = &self.entries()[index(va, 1)];
         // One writer (the caller holds the lock) and no hardware writes
         // these entries: a plain load + release store, no locked exchange.
         let old = L::decode_leaf(entry.load(Ordering::Relaxed));
         entry.store(L::encode_leaf(leaf), Ordering::Release);
         self.fresh = false;
         if old.is_none() {
+            self.add_leaf_live(1);
             self.pt.leaves += 1;
-            self.pt.add_live(&self.path, 1, va, 1);
         }
         Ok(old)
     }
@@ -133,8 +161,8 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
         let mut written = 0;
         while leaves.peek().is_some() {
             assert!(va < VA_END, "populate runs past the 48-bit range");
-            let node = self.leaf_node(va, true)?.expect("created");
-            let entries = &self.pt.node(node)[index(va, 1)..];
+            self.leaf_node(va, true)?;
+            let entries = &self.entries()[index(va, 1)..];
             let (mut n, mut new) = (0, 0);
             if self.fresh {
                 // A node this cursor just made: every entry is zero, each
@@ -158,8 +186,8 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
             written += n;
             va += n as u64 * PAGE;
             if new > 0 {
+                self.add_leaf_live(new);
                 self.pt.leaves += new;
-                self.pt.add_live(&self.path, 1, va - PAGE, new as isize);
             }
         }
         Ok(written)
