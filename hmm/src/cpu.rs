@@ -46,6 +46,17 @@ pub trait MirroredSpace: Send + Sync {
     /// marked dirty or accessed. A page held exclusively by a device (its
     /// CPU entry is non-present) is not resident here.
     fn walk(&self, va: u64) -> Option<CpuPage>;
+    /// [`MirroredSpace::walk`] over a range: hands `f` each resident page
+    /// of `range`, in address order. The default walks page by page; an
+    /// implementation should take its lock once and walk once per leaf
+    /// table (the prefault window's neighbours go through here).
+    fn walk_range(&self, range: VaRange, f: &mut dyn FnMut(u64, CpuPage)) {
+        for va in range.page_addrs() {
+            if let Some(p) = self.walk(va) {
+                f(va, p);
+            }
+        }
+    }
     /// Make `va` resident with CPU semantics: `write` breaks COW first, a
     /// swapped page comes back, and the result grants write only if the
     /// CPU mapping does.

@@ -35,20 +35,25 @@
 //! # Commit
 //!
 //! Under the mirror's table lock, only while the mirror is alive and its
-//! interval unchanged. If writing an entry fails midway (no table memory),
+//! interval unchanged, through one `pt::Cursor` (a root walk per 2 MiB
+//! leaf node, not per page); the leaves were gathered before the lock on
+//! the stack (windows up to 64 pages: no heap allocation per fault). If writing an entry fails midway (no table memory),
 //! the driver still hears about the entries already written before the
 //! error is returned (an IOMMU may cache the read-only entries upgraded).
 
-use crate::cpu::{CpuFaultError, MirroredSpace};
+use crate::cpu::{CpuFaultError, CpuPage, MirroredSpace};
 use crate::event::Event;
 use crate::mirror::{va as vaddr, Mirror, Update};
 use crate::mm::{DeviceFaultError, DeviceFaultKind, FaultOutcome, Mm, PrefaultPolicy, MAX_FAULT_PAGES};
 use crate::pt::{EntryLayout, Leaf, TableMemory};
 use crate::VaRange;
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 use core::sync::atomic::Ordering;
 
 const MAX_RETRIES: u64 = 64;
+/// Fault windows up to this many pages gather their leaves on the stack.
+const INLINE: usize = 64;
 
 /// A retry was needed (the caller loops).
 struct Retry;
@@ -72,7 +77,8 @@ where
         self.stats.faults.fetch_add(1, Ordering::Relaxed);
         let space = self.space.upgrade().ok_or(err(DeviceFaultKind::Released))?;
         let window = self.window(&*space, want);
-        let policy = self.prefault_policy();
+        // The policy matters only for neighbours (its lock is skipped without).
+        let policy = if window == want { PrefaultPolicy::Mirror } else { self.prefault_policy() };
         let reader = self.intervals.register(m.id(), m.device(), window);
         let mut retries = 0;
         loop {
@@ -82,23 +88,49 @@ where
                 return Err(err(DeviceFaultKind::Released));
             }
             log::debug!("fault.round va={addr:#x} window={:#x}..{:#x} round={}", window.start(), window.end(), retries + 1);
-            let mut leaves = Vec::with_capacity(window.pages() as usize);
-            for va in window.page_addrs() {
-                if want.contains(va) {
-                    let p = space.fault_in(va, write).map_err(|e| DeviceFaultError { addr: va, write, kind: DeviceFaultKind::Cpu(e) })?;
-                    let w = write && p.writable;
-                    leaves.push((va, Leaf { addr: p.frame, write: w, dirty: w, exclusive: false }));
-                    continue;
+            // The leaves are gathered before the table lock (fault_in may
+            // invalidate): on the stack for windows up to INLINE pages.
+            let mut inline = [const { MaybeUninit::<(u64, Leaf)>::uninit() }; INLINE];
+            let mut heap = Vec::new();
+            let buf: &mut [MaybeUninit<(u64, Leaf)>] = if window.pages() as usize <= INLINE {
+                &mut inline[..window.pages() as usize]
+            } else {
+                heap.resize(window.pages() as usize, MaybeUninit::uninit());
+                &mut heap
+            };
+            let mut len = 0;
+            let mut push = |va: u64, leaf: Leaf| {
+                buf[len].write((va, leaf));
+                len += 1;
+            };
+            // In address order: neighbours below, the wanted pages, neighbours above.
+            let neighbours = |r: Result<VaRange, _>, push: &mut dyn FnMut(u64, Leaf)| {
+                let Ok(r) = r else { return };
+                if r.is_empty() {
+                    return;
                 }
-                let neighbour = match policy {
-                    PrefaultPolicy::Mirror => space.walk(va),
-                    PrefaultPolicy::Populate => space.walk(va).or_else(|| space.fault_in(va, false).ok()),
-                };
-                if let Some(p) = neighbour {
-                    leaves.push((va, Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false }));
+                let leaf = |p: CpuPage| Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false };
+                match policy {
+                    PrefaultPolicy::Mirror => space.walk_range(r, &mut |va, p| push(va, leaf(p))),
+                    PrefaultPolicy::Populate => {
+                        for va in r.page_addrs() {
+                            if let Some(p) = space.walk(va).or_else(|| space.fault_in(va, false).ok()) {
+                                push(va, leaf(p));
+                            }
+                        }
+                    }
                 }
+            };
+            neighbours(VaRange::new(window.start(), want.start()), &mut push);
+            for va in want.page_addrs() {
+                let p = space.fault_in(va, write).map_err(|e| DeviceFaultError { addr: va, write, kind: DeviceFaultKind::Cpu(e) })?;
+                let w = write && p.writable;
+                push(va, Leaf { addr: p.frame, write: w, dirty: w, exclusive: false });
             }
-            match self.commit(m, window, &leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
+            neighbours(VaRange::new(want.end(), window.end()), &mut push);
+            // SAFETY: `push` wrote `buf[..len]`, in order, each exactly once.
+            let leaves = unsafe { &*(&raw const buf[..len] as *const [(u64, Leaf)]) };
+            match self.commit(m, window, leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
                 Ok(written) => return Ok(FaultOutcome { pages: written, retries }),
                 Err(Ok(Retry)) => {
                     retries += 1;
@@ -129,9 +161,12 @@ where
             return Err(Ok(Retry));
         }
         let (mut replaced, mut written, mut failed) = (false, 0u64, false);
+        // One cursor: a walk from the root only when the leaves leave the
+        // current 2 MiB leaf node; get + set are then one entry each.
+        let mut cursor = t.cursor();
         for &(va, mut leaf) in leaves {
             let at = vaddr(va);
-            if let Some(old) = t.get(at) {
+            if let Some(old) = cursor.get(at) {
                 if old.addr == leaf.addr {
                     leaf.write |= old.write;
                     leaf.dirty |= old.dirty;
@@ -143,7 +178,7 @@ where
                 replaced = true;
             }
             log::trace!("mirror.set va={va:#x} pa={:#x} write={}", leaf.addr.as_u64(), leaf.write);
-            if t.set(at, leaf).is_err() {
+            if cursor.set(at, leaf).is_err() {
                 failed = true;
                 break;
             }
@@ -163,6 +198,9 @@ where
     /// around it, within the mapping.
     fn window(&self, space: &S, want: VaRange) -> VaRange {
         let n = self.prefault().max(1) * crate::PAGE;
+        if n == crate::PAGE {
+            return want; // no prefault: no VMA lookup
+        }
         let Some(extent) = space.extent(want.start()) else { return want };
         let start = (want.start() / n * n).max(extent.start()).min(want.start());
         let end = want.end().next_multiple_of(n).min(extent.end()).max(want.end());

@@ -201,7 +201,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     }
 
     fn owner(&self) -> Option<Arc<dyn MirrorOwner<L, M>>> {
-        self.owner.lock().clone().and_then(|w| w.upgrade())
+        self.owner.lock().as_ref().and_then(|w| w.upgrade())
     }
 
     /// Resolve a device fault on `pages` pages from `addr`

@@ -227,10 +227,9 @@ impl World {
                 let res = self.mirrors[m].fault(va(p), n, w);
                 let after = sp.st.lock().clone();
                 self.check_only_asked_pages_changed(&before, &after, p..p + n);
-                // A commit that failed midway keeps what it wrote (dirty:
-                // the device was about to write those pages).
-                let kept = res.as_ref().map_or_else(|e| e.kind == crate::DeviceFaultKind::NoTableMemory, |_| true);
-                if w && kept {
+                // Out of table memory midway, the pages written before the
+                // failure stay committed (and dirty): see fault.rs, "Commit".
+                if w && (res.is_ok() || res.is_err_and(|e| e.kind == crate::mm::DeviceFaultKind::NoTableMemory)) {
                     self.may_dirty.extend(p..p + n);
                 }
             }

@@ -25,34 +25,86 @@ impl<'a, L: EntryLayout, M: TableMemory> Iter<'a, L, M> {
     }
 }
 
+impl<L: EntryLayout, M: TableMemory> Iter<'_, L, M> {
+    /// The end (exclusive index) of the scan of the current leaf node.
+    #[inline]
+    fn leaf_stop(&self, base: u64) -> usize {
+        if self.end - base >= span(2) {
+            512
+        } else {
+            (self.end - base).div_ceil(span(1)) as usize
+        }
+    }
+
+    /// One step above the leaves: descend into the next present child,
+    /// or pop a finished node (setting `done` after the root).
+    #[inline]
+    fn step(&mut self) {
+        let level = self.level;
+        let (table, base, i) = self.stack[level as usize - 1];
+        let va = base + i as u64 * span(level);
+        if i == 512 || va >= self.end {
+            if level == LEVELS {
+                self.done = true;
+            } else {
+                self.level += 1; // pop: the parent already points past us
+            }
+            return;
+        }
+        self.stack[level as usize - 1].2 += 1;
+        if let Some(child) = L::decode_table(self.pt.node(table)[i].load(Ordering::Acquire)) {
+            let first = if self.start > va { index(self.start, level - 1) } else { 0 };
+            self.level -= 1;
+            self.stack[level as usize - 2] = (child, va, first);
+        }
+    }
+}
+
 impl<L: EntryLayout, M: TableMemory> Iterator for Iter<'_, L, M> {
     type Item = (VirtAddr, Leaf);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
-            let level = self.level;
-            let (table, base, i) = self.stack[level as usize - 1];
-            let va = base + i as u64 * span(level);
-            if i == 512 || va >= self.end {
-                if level == LEVELS {
-                    self.done = true;
-                } else {
-                    self.level += 1; // pop: the parent already points past us
-                }
+            if self.level > 1 {
+                self.step();
                 continue;
             }
-            self.stack[level as usize - 1].2 += 1;
-            let raw = self.pt.node(table)[i].load(Ordering::Acquire);
-            if level == 1 {
+            // The hot loop: scan the current leaf node in place.
+            let (table, base, mut i) = self.stack[0];
+            let node = self.pt.node(table);
+            let stop = self.leaf_stop(base);
+            while i < stop {
+                let raw = node[i].load(Ordering::Acquire);
+                i += 1;
                 if let Some(leaf) = L::decode_leaf(raw) {
-                    return Some((VirtAddr::new(va), leaf));
+                    self.stack[0].2 = i;
+                    return Some((VirtAddr::new(base + (i as u64 - 1) * span(1)), leaf));
                 }
-            } else if let Some(child) = L::decode_table(raw) {
-                let first = if self.start > va { index(self.start, level - 1) } else { 0 };
-                self.level -= 1;
-                self.stack[level as usize - 2] = (child, va, first);
             }
+            self.level += 1; // pop: the parent already points past us
         }
         None
+    }
+
+    /// Internal iteration (`count`, `for_each`, `sum`, ...): one tight loop
+    /// per leaf node instead of a resumable state machine per leaf.
+    fn fold<B, F: FnMut(B, Self::Item) -> B>(mut self, init: B, mut f: F) -> B {
+        let mut acc = init;
+        while !self.done {
+            if self.level > 1 {
+                self.step();
+                continue;
+            }
+            let (table, base, i) = self.stack[0];
+            let node = self.pt.node(table);
+            for (j, entry) in node[..self.leaf_stop(base)].iter().enumerate().skip(i) {
+                if let Some(leaf) = L::decode_leaf(entry.load(Ordering::Acquire)) {
+                    acc = f(acc, (VirtAddr::new(base + j as u64 * span(1)), leaf));
+                }
+            }
+            self.level += 1;
+        }
+        acc
     }
 }

@@ -34,6 +34,11 @@ impl Leaf {
 
 /// An entry format. Encodings must round-trip: `decode_leaf(encode_leaf(l)) == Some(l)`
 /// for page-aligned addresses below 2^48, and 0 must mean "not present".
+///
+/// Bits [`COUNT_SHIFT`]`..+10` of a *table* (non-leaf) entry belong to the
+/// page table: it keeps there the number of live entries of the child node
+/// (0..=512). `decode_table` must ignore them and the hardware walking the
+/// table must too (VT-d and x86-64 ignore bits 52-61 of non-leaf entries).
 pub trait EntryLayout {
     /// A human name for diagnostics ("VT-d second level", "software").
     const NAME: &'static str;
@@ -45,6 +50,11 @@ pub trait EntryLayout {
     /// The lower-level table an entry points at, if present.
     fn decode_table(raw: u64) -> Option<PhysAddr>;
 }
+
+/// Where a table entry keeps its child's live-entry count (10 bits).
+pub const COUNT_SHIFT: u32 = 52;
+/// The count bits of a table entry.
+pub const COUNT_MASK: u64 = 0x3ff << COUNT_SHIFT;
 
 /// A software layout: bit 0 valid, 1 write, 2 dirty, 3 exclusive, 12..52 address.
 pub struct SoftLayout;

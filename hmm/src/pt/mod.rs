@@ -15,19 +15,31 @@
 //!   — which the caller does only *after* flushing whatever hardware may
 //!   still walk them (the IOTLB / paging-structure caches). That is why
 //!   freeing is a separate step.
-//! * No shadow state: emptiness is found by scanning the node when one of
-//!   its entries was cleared, so the table costs 8 bytes per densely mapped
-//!   page plus 1/512 of that per level.
+//! * Live-entry counts, no shadow table: every table entry keeps, in bits
+//!   the hardware ignores ([`COUNT_SHIFT`]), how many live entries its child
+//!   node holds (the root's count is a field). An update that clears entries
+//!   subtracts them and unlinks a child whose count reaches 0 — it never
+//!   rescans a node to learn whether it emptied, and stops scanning a node
+//!   once it has seen all its live entries. [`Updated::visited`] counts the
+//!   entries an update looked at, so tests can check that the work is
+//!   proportional to the entries cleared. The table still costs 8 bytes per
+//!   densely mapped page plus 1/512 of that per level.
+//! * Writes go through a [`Cursor`] that holds the path to its current
+//!   leaf node: consecutive pages cost one entry store each, a walk from
+//!   the root happens only when the cursor leaves its 2 MiB leaf node (and
+//!   then only from the deepest node still shared).
 //! * Entries are written with atomic stores: a device (the IOMMU) may walk
 //!   the table while the kernel changes it. There is one writer: the caller
 //!   holds the mirror's lock.
 
+mod cursor;
 mod iter;
 mod layout;
 mod memory;
 
+pub use cursor::Cursor;
 pub use iter::Iter;
-pub use layout::{EntryLayout, Leaf, SoftLayout};
+pub use layout::{EntryLayout, Leaf, SoftLayout, COUNT_MASK, COUNT_SHIFT};
 pub use memory::{HeapMemory, Node, TableMemory};
 
 use alloc::vec::Vec;
@@ -90,6 +102,10 @@ pub struct Updated {
     pub changed: usize,
     /// Leaves cleared.
     pub cleared: usize,
+    /// Entries (at every level) the update loaded: the measure of its work.
+    /// Proportional to the entries it changed plus the path down to them,
+    /// never to the size of the nodes it touched.
+    pub visited: usize,
     pub retired: Retired,
 }
 
@@ -99,6 +115,8 @@ pub struct PageTable<L: EntryLayout, M: TableMemory> {
     root: PhysAddr,
     nodes: usize,
     leaves: usize,
+    /// Live entries of the root (other nodes' counts live in their parent entry).
+    root_live: usize,
     _layout: PhantomData<L>,
 }
 
@@ -108,6 +126,16 @@ unsafe impl<L: EntryLayout, M: TableMemory + Send> Send for PageTable<L, M> {}
 // SAFETY: as above; shared access only reads atomics.
 unsafe impl<L: EntryLayout, M: TableMemory + Sync> Sync for PageTable<L, M> {}
 
+/// The live count kept in a table entry.
+const fn count_of(raw: u64) -> usize {
+    ((raw & COUNT_MASK) >> COUNT_SHIFT) as usize
+}
+
+/// `raw` with live count `n`.
+const fn with_count(raw: u64, n: usize) -> u64 {
+    (raw & !COUNT_MASK) | (n as u64) << COUNT_SHIFT
+}
+
 fn check_va(va: u64) {
     assert!(va < VA_END && va.is_multiple_of(PAGE), "address {va:#x} is not a page in the 48-bit user range");
 }
@@ -116,7 +144,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// An empty table (one root node).
     pub fn new(mem: M) -> Result<Self, OutOfTableMemory> {
         let root = mem.alloc_table().ok_or(OutOfTableMemory)?;
-        Ok(PageTable { mem, root, nodes: 1, leaves: 0, _layout: PhantomData })
+        Ok(PageTable { mem, root, nodes: 1, leaves: 0, root_live: 0, _layout: PhantomData })
     }
 
     /// The root node's physical address (what a VT-d context entry holds).
@@ -162,23 +190,9 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
         L::decode_leaf(self.node(t)[index(va, 1)].load(Ordering::Acquire))
     }
 
-    /// The leaf node (level 1) covering `va`, created if missing.
-    fn leaf_node(&mut self, va: u64) -> Result<PhysAddr, OutOfTableMemory> {
-        let mut t = self.root;
-        for level in (2..=LEVELS).rev() {
-            let slot = &self.node(t)[index(va, level)];
-            t = match L::decode_table(slot.load(Ordering::Acquire)) {
-                Some(next) => next,
-                None => {
-                    let next = self.mem.alloc_table().ok_or(OutOfTableMemory)?;
-                    self.nodes += 1;
-                    // Release: the zeroed node is visible before the link.
-                    self.node(t)[index(va, level)].store(L::encode_table(next), Ordering::Release);
-                    next
-                }
-            };
-        }
-        Ok(t)
+    /// A cursor for writing entries (see [`Cursor`]).
+    pub fn cursor(&mut self) -> Cursor<'_, L, M> {
+        Cursor::new(self)
     }
 
     /// Map page `va` to `leaf`; returns the previous leaf.
@@ -189,42 +203,29 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// [`PageTable::set`] for any device address below 2^48 (device
     /// addresses need not be canonical CPU addresses).
     pub fn set_iova(&mut self, va: u64, leaf: Leaf) -> Result<Option<Leaf>, OutOfTableMemory> {
-        check_va(va);
-        let node = self.leaf_node(va)?;
-        let old = self.node(node)[index(va, 1)].swap(L::encode_leaf(leaf), Ordering::AcqRel);
-        let old = L::decode_leaf(old);
-        if old.is_none() {
-            self.leaves += 1;
-        }
-        Ok(old)
+        self.cursor().set_iova(va, leaf)
     }
 
-    /// Map consecutive pages from `start`, one per leaf, walking from the
-    /// root once per 512-entry leaf node instead of once per page. Stops
-    /// at the first `None`. Returns how many pages were written.
+    /// Map consecutive pages from `start`, one per leaf (see [`Cursor::populate`]).
     pub fn populate(&mut self, start: VirtAddr, leaves: impl IntoIterator<Item = Leaf>) -> Result<usize, OutOfTableMemory> {
-        let mut va = start.as_u64();
-        check_va(va);
-        let mut leaves = leaves.into_iter().peekable();
-        let mut written = 0;
-        while leaves.peek().is_some() {
-            assert!(va < VA_END, "populate runs past the 48-bit range");
-            let node = self.leaf_node(va)?;
-            let entries = self.node(node);
-            let mut new = 0;
-            for entry in &entries[index(va, 1)..] {
-                let Some(leaf) = leaves.next() else { break };
-                // One writer (the caller holds the mirror lock): a plain
-                // load + release store, no locked exchange.
-                let old = entry.load(Ordering::Relaxed);
-                entry.store(L::encode_leaf(leaf), Ordering::Release);
-                new += L::decode_leaf(old).is_none() as usize;
-                written += 1;
-                va += PAGE;
-            }
-            self.leaves += new;
+        self.cursor().populate(start, leaves)
+    }
+
+    /// Add `delta` to the live count of the node at `level` on `va`'s path
+    /// (`path[l - 1]` = the node at level `l`): the count sits in the
+    /// parent's entry, the root's in a field.
+    fn add_live(&mut self, path: &[PhysAddr; LEVELS as usize], level: u8, va: u64, delta: isize) {
+        if level == LEVELS {
+            self.root_live = self.root_live.wrapping_add_signed(delta);
+            return;
         }
-        Ok(written)
+        let slot = &self.node(path[level as usize])[index(va, level + 1)];
+        let raw = slot.load(Ordering::Relaxed);
+        let n = count_of(raw).wrapping_add_signed(delta);
+        debug_assert!(n <= 512, "live count out of range");
+        // Only bits the walker ignores change; Release keeps the order of
+        // the child's stores before it for a later reader of the count.
+        slot.store(with_count(raw, n), Ordering::Release);
     }
 
     /// Apply `f` to every valid leaf in `range`: `Some(new)` rewrites it,
@@ -233,33 +234,73 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
         let (start, end) = (range.start(), range.end());
         let mut out = Updated::default();
         if start < end {
-            let root = self.root;
-            self.update_node(root, LEVELS, 0, start, end, &mut f, &mut out);
+            let (root, live) = (self.root, self.root_live);
+            self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, false, &mut f, &mut out);
         }
         self.leaves -= out.cleared;
         self.nodes -= out.retired.len();
         out
     }
 
-    /// Clear every leaf in `range`.
+    /// Clear every leaf in `range`. A node whose whole span lies in the
+    /// range is unlinked as it is — its leaves are counted from the live
+    /// counts, not visited — and retired with its subtree: the walker
+    /// (IOMMU) can reach it only through caches the caller flushes before
+    /// [`PageTable::release`], and table memory is zeroed when reallocated.
     pub fn clear(&mut self, range: VaRange) -> Updated {
-        self.update(range, |_, _| None)
+        let (start, end) = (range.start(), range.end());
+        let mut out = Updated::default();
+        if start < end {
+            let (root, live) = (self.root, self.root_live);
+            self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, true, &mut |_, _| None, &mut out);
+        }
+        self.leaves -= out.cleared;
+        self.nodes -= out.retired.len();
+        out
     }
 
-    /// Recursive worker of [`Self::update`]; returns whether `table` is now empty.
-    #[allow(clippy::too_many_arguments)]
-    fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> bool {
-        let s = span(level);
-        let first = if start > base { index(start, level) } else { 0 };
-        let mut cleared_here = false;
-        for i in first..512 {
-            let va = base + i as u64 * s;
-            if va >= end {
+    /// Retire everything below `table` (at `level`, holding `live`
+    /// entries) — not `table` itself — counting its leaves as cleared.
+    fn retire_below(&mut self, table: PhysAddr, level: u8, live: usize, out: &mut Updated) {
+        if level == 1 {
+            out.cleared += live;
+            out.changed += live;
+            return;
+        }
+        let mut seen = 0;
+        for i in 0..512 {
+            if seen == live {
                 break;
             }
+            out.visited += 1;
+            let raw = self.node(table)[i].load(Ordering::Relaxed);
+            if let Some(child) = L::decode_table(raw) {
+                seen += 1;
+                self.retire_below(child, level - 1, count_of(raw), out);
+                out.retired.0.push(child);
+            }
+        }
+    }
+
+    /// Recursive worker of [`update`] over `table`, which holds `live`
+    /// live entries; returns how many of them it cleared (leaves cleared or
+    /// children unlinked). Stops once every live entry was seen.
+    #[allow(clippy::too_many_arguments)]
+    /// `whole` (only for [`clear`]): retire fully covered children whole.
+    fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, live: usize, whole: bool, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
+        let s = span(level);
+        let first = if start > base { index(start, level) } else { 0 };
+        let (mut seen, mut cleared) = (0, 0);
+        for i in first..512 {
+            let va = base + i as u64 * s;
+            if va >= end || seen == live {
+                break;
+            }
+            out.visited += 1;
             let raw = self.node(table)[i].load(Ordering::Acquire);
             if level == 1 {
                 let Some(leaf) = L::decode_leaf(raw) else { continue };
+                seen += 1;
                 match f(VirtAddr::new(va), leaf) {
                     Some(new) if new == leaf => {}
                     Some(new) => {
@@ -270,19 +311,28 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
                         self.node(table)[i].store(0, Ordering::Release);
                         out.changed += 1;
                         out.cleared += 1;
-                        cleared_here = true;
+                        cleared += 1;
                     }
                 }
             } else if let Some(child) = L::decode_table(raw) {
-                if self.update_node(child, level - 1, va, start.max(va), end.min(va + s), f, out) {
+                seen += 1;
+                let n = count_of(raw);
+                let gone = if whole && start <= va && va + s <= end {
+                    self.retire_below(child, level - 1, n, out);
+                    n
+                } else {
+                    self.update_node(child, level - 1, va, start.max(va), end.min(va + s), n, whole, f, out)
+                };
+                if gone == n {
                     self.node(table)[i].store(0, Ordering::Release);
                     out.retired.0.push(child);
-                    cleared_here = true;
+                    cleared += 1;
+                } else if gone > 0 {
+                    self.node(table)[i].store(with_count(raw, n - gone), Ordering::Release);
                 }
             }
         }
-        // The root is never retired; others only if this pass emptied them.
-        cleared_here && table != self.root && self.node(table).iter().all(|e| e.load(Ordering::Relaxed) == 0)
+        cleared
     }
 
     /// Free retired nodes. Call only after every walker that might have

@@ -1,4 +1,5 @@
 use super::*;
+use core::sync::atomic::Ordering;
 use crate::range::VaRange;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -116,11 +117,93 @@ fn out_of_memory_is_an_error() {
     assert_eq!(mem.0.live(), 0, "partially built paths are still freed");
 }
 
+/// Every table entry's count equals its child's live entries, and the
+/// root's field the root's: returns the number of nodes checked.
+fn audit(pt: &Pt<'_>) -> usize {
+    fn live(pt: &Pt<'_>, t: PhysAddr, level: u8, nodes: &mut usize) -> usize {
+        *nodes += 1;
+        let mut n = 0;
+        for e in pt.node(t).iter() {
+            let raw = e.load(Ordering::Relaxed);
+            if raw == 0 {
+                continue;
+            }
+            n += 1;
+            if level > 1 {
+                let child = SoftLayout::decode_table(raw).unwrap();
+                assert_eq!(count_of(raw), live(pt, child, level - 1, nodes), "count of the level-{} node {child:?}", level - 1);
+            }
+        }
+        n
+    }
+    let mut nodes = 0;
+    assert_eq!(pt.root_live, live(pt, pt.root(), LEVELS, &mut nodes), "root count");
+    nodes
+}
+
+#[test]
+fn invalidation_visits_entries_proportional_to_what_it_clears() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    pt.populate(va(0), (0..1024).map(|i| Leaf::writable(pa(i)))).unwrap(); // two full leaf nodes
+    // One page out of a full node: one entry per level, no rescan of the 511 others.
+    let up = pt.clear(r(100, 101));
+    assert_eq!((up.cleared, up.visited, up.retired.len()), (1, 4, 0));
+    pt.release(up.retired);
+    // The last page of a node that then empties: still one entry per level.
+    let up = pt.clear(r(512, 1023));
+    assert_eq!(up.cleared, 511);
+    pt.release(up.retired);
+    let up = pt.clear(r(1023, 1024));
+    assert_eq!((up.cleared, up.visited, up.retired.len()), (1, 4, 1));
+    pt.release(up.retired);
+    // A sparse node: the scan stops at the last live entry, not at 512.
+    pt.populate(va(2048), (0..3).map(|i| Leaf::writable(pa(i)))).unwrap();
+    let up = pt.update(r(2048, 2048 + 512), |_, _| None);
+    assert_eq!((up.cleared, up.visited), (3, 3 + 3));
+    pt.release(up.retired);
+    // A bulk update: entries visited = leaves cleared + the path to them.
+    let up = pt.update(r(0, 1 << 20), |_, _| None);
+    assert_eq!(up.cleared, 511);
+    assert!(up.visited <= 511 + 3 + 1, "visited {} entries to clear 511", up.visited);
+    pt.release(up.retired);
+    assert_eq!(audit(&pt), 1);
+    // `clear` of fully covered nodes unlinks them whole: 2 full leaf nodes
+    // and a partial one cost the path plus the partial node's leaves.
+    pt.populate(va(4096), (0..1100).map(|i| Leaf::writable(pa(i)))).unwrap();
+    let up = pt.clear(r(4096, 4096 + 1100));
+    assert_eq!((up.cleared, up.retired.len()), (1100, 5));
+    assert_eq!(up.visited, 1 + 1 + 3 + 76, "root, L3, one L2 entry per leaf node, the partial node's leaves");
+    pt.release(up.retired);
+    assert_eq!((audit(&pt), mem.live(), pt.leaves()), (1, 1, 0));
+}
+
+#[test]
+fn cursor_walks_once_per_leaf_node() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    let mut c = pt.cursor();
+    for p in 0..512 {
+        c.set(va(p), Leaf::writable(pa(p))).unwrap();
+    }
+    assert_eq!(c.steps(), 3, "one walk for a whole leaf node");
+    c.set(va(512), Leaf::writable(pa(1))).unwrap();
+    assert_eq!(c.steps(), 4, "the next leaf node: one step from the shared L2 node");
+    assert_eq!(c.get(va(3)), Some(Leaf::writable(pa(3))));
+    assert_eq!(c.steps(), 5);
+    assert_eq!(c.get(va(1 << 27)), None, "absent: nothing created");
+    assert_eq!(pt.nodes(), 5);
+    assert_eq!(pt.leaves(), 513);
+    audit(&pt);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Set(u64, u64, bool),
     Clear(u64, u64),
     Protect(u64, u64),
+    /// A run written through one cursor: (first page, pages, frame).
+    Run(u64, u64, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -129,7 +212,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (page.clone(), 0u64..1 << 20, any::<bool>()).prop_map(|(p, f, w)| Op::Set(p, f, w)),
         (page.clone(), 1u64..1100).prop_map(|(p, n)| Op::Clear(p, n)),
-        (page, 1u64..1100).prop_map(|(p, n)| Op::Protect(p, n)),
+        (page.clone(), 1u64..1100).prop_map(|(p, n)| Op::Protect(p, n)),
+        (page, 1u64..1100, 0u64..1 << 20).prop_map(|(p, n, f)| Op::Run(p, n, f)),
     ]
 }
 
@@ -160,10 +244,30 @@ proptest! {
                     for (_, l) in model.range_mut(p..p + n) { l.write = false; }
                     pt.release(up.retired);
                 }
+                Op::Run(p, n, f) => {
+                    let n = n.min((1 << 35) - p);
+                    let mut c = pt.cursor();
+                    // Every other page through get/set, then the run by populate.
+                    for q in (p..p + n).step_by(2) {
+                        let leaf = Leaf::read_only(pa(f + q));
+                        prop_assert_eq!(c.get(va(q)), model.get(&q).copied());
+                        prop_assert_eq!(c.set(va(q), leaf).unwrap(), model.insert(q, leaf));
+                    }
+                    prop_assert_eq!(c.populate(va(p), (p..p + n).map(|q| Leaf::writable(pa(f + q)))).unwrap(), n as usize);
+                    for q in p..p + n { model.insert(q, Leaf::writable(pa(f + q))); }
+                }
             }
+            audit(&pt);
             let got: Vec<(u64, Leaf)> = pt.iter(r(0, ALL)).map(|(v, l)| (v.as_u64() / PAGE, l)).collect();
             let want: Vec<(u64, Leaf)> = model.iter().map(|(k, v)| (*k, *v)).collect();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(&got, &want);
+            // Internal iteration (fold) and a range starting and ending mid-node agree.
+            let folded = pt.iter(r(0, ALL)).fold(Vec::new(), |mut v, (a, l)| { v.push((a.as_u64() / PAGE, l)); v });
+            prop_assert_eq!(&folded, &want);
+            let part: Vec<(u64, Leaf)> = pt.iter(r(300, 1800)).fold(Vec::new(), |mut v, (a, l)| { v.push((a.as_u64() / PAGE, l)); v });
+            let want_part: Vec<(u64, Leaf)> = model.range(300..1800).map(|(k, v)| (*k, *v)).collect();
+            prop_assert_eq!(part, want_part);
+            prop_assert_eq!(pt.iter(r(300, 1800)).count(), model.range(300..1800).count());
             prop_assert_eq!(pt.leaves(), model.len());
             // Exactly the nodes needed: root + distinct prefixes per level.
             let mut need = 1;

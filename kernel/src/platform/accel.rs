@@ -3,7 +3,7 @@
 //! whether the transfer really happened.
 //!
 //! ```text
-//!  dma(req): take stale faults ─► start ─► hlt until MSI (≤ 2 s virtual)
+//!  dma(req): [take stale faults, only if a transfer was left undrained] ─► start ─► hlt until MSI (≤ 2 s virtual)
 //!            ─► ack edu irq ─► take faults: one from this device?
 //!                 yes ─► Err(Fault { addr, read/write, reason })
 //!                 no  ─► Ok
@@ -12,6 +12,12 @@
 //! edu reports a DMA the IOMMU refused as a normal completion (a refused
 //! read leaves zeros in its buffer), so without the fault check a failed
 //! transfer would look like success with zeros — never acceptable.
+//!
+//! Every transfer drains the fault records after its completion, so records
+//! can be left over only by a transfer that timed out (or from before the
+//! first transfer): only then does the next transfer sweep them first
+//! ([`UNDRAINED`]). A transfer with nothing pending costs one fault-status
+//! read, no record decoding and no allocation.
 
 use super::KernelIommu;
 use crate::irq::{self, Vector};
@@ -21,6 +27,16 @@ use devices::mmio::MmioRegion;
 use devices::pci::{Bdf, Ecam, PciDevice};
 use devices::vtd::FaultRecord;
 use crate::sync::RankedMutex;
+
+/// Fault records may be pending that no transfer drained (set at boot and
+/// when a transfer times out; any accelerator's next transfer sweeps them).
+static UNDRAINED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Cycles spent in the completion wait of every transfer: under `-icount`
+/// the guest clock jumps over the device's virtual DMA time while the CPU
+/// halts, so benchmarks subtract this to count the CPU's own instructions
+/// (the wait loop's few instructions and the interrupt go with it).
+pub static WAIT_CYCLES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// How long a transfer may take (virtual time; edu needs 100 ms).
 pub const DMA_TIMEOUT_US: u64 = 2_000_000;
@@ -100,15 +116,21 @@ impl Accelerator {
     pub fn dma(&mut self, iommu: &RankedMutex<KernelIommu>, req: &DmaRequest) -> Result<(), DmaError> {
         // Faults left from earlier transfers would be misattributed (and,
         // with one record, would hide ours): clear them first.
-        for stale in iommu.lock().take_faults().records {
-            log::warn!("unclaimed IOMMU fault before a transfer: {stale}");
+        if UNDRAINED.swap(false, core::sync::atomic::Ordering::AcqRel) {
+            for stale in iommu.lock().take_faults().records {
+                log::warn!("unclaimed IOMMU fault before a transfer: {stale}");
+            }
         }
         let before = self.vector.count();
         self.edu.start_dma(req)?;
         self.transfers += 1;
+        let t0 = crate::cycles::now();
         let waited = irq::wait_until(DMA_TIMEOUT_US, || self.vector.count() != before);
+        WAIT_CYCLES.fetch_add(crate::cycles::now().wrapping_sub(t0), core::sync::atomic::Ordering::Relaxed);
         self.edu.ack_interrupt();
         if waited.is_err() {
+            // The device may still fault after we stop waiting.
+            UNDRAINED.store(true, core::sync::atomic::Ordering::Release);
             return Err(DmaError::Timeout);
         }
         let faults = iommu.lock().take_faults();

@@ -21,7 +21,7 @@ pub mod accel;
 pub mod disk;
 pub mod memory;
 
-pub use accel::{Accelerator, DmaError};
+pub use accel::{Accelerator, DmaError, WAIT_CYCLES};
 pub use memory::KernelTableMemory;
 
 use crate::acpi::KernelAcpiHandler;
