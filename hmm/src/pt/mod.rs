@@ -282,11 +282,11 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
         }
     }
 
-    /// Recursive worker of [`update`] over `table`, which holds `live`
+    /// Recursive worker of [`Self::update`] over `table`, which holds `live`
     /// live entries; returns how many of them it cleared (leaves cleared or
     /// children unlinked). Stops once every live entry was seen.
+    /// `whole` (only for [`Self::clear`]): retire fully covered children whole.
     #[allow(clippy::too_many_arguments)]
-    /// `whole` (only for [`clear`]): retire fully covered children whole.
     fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, live: usize, whole: bool, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
         let s = span(level);
         let first = if start > base { index(start, level) } else { 0 };
