@@ -10,7 +10,13 @@
 //!        (hmm's mirror list and mirror tables)  the notifier, inside the address-space lock
 //!  3     Device        (platform::accels)      one DMA
 //!  4     Iommu         (platform::iommu)       faults, attach/detach, IOTLB invalidation
+//!  5     Process       (proc::PROCS)            the process table: pids, parents, exit status
+//!  6     RunQueue      (sched per-CPU queues)   pick/park/wake; always with interrupts off
 //! ```
+//!
+//! The process table and the run queues are leaves for everything above:
+//! nothing of rank 1-4 is taken while they are held, and the run queue is
+//! taken inside the process table (an exit wakes its parent).
 //!
 //! A job holds its accelerator; a device fault enters the address space,
 //! whose notifier enters HMM, whose driver update takes the IOMMU; a DMA
@@ -22,12 +28,20 @@
 //! day two CPUs interleave it into a deadlock. Locks of equal rank may nest
 //! (two address spaces in a fork); their order is the caller's own rule.
 //!
-//! The held-rank counters are global: correct while the kernel runs on one
-//! CPU (today). With more CPUs they must become per-CPU.
+//! The held-rank counters belong to the running task: a task may sleep
+//! holding locks (a device job sleeps in its DMA wait holding its
+//! accelerator), so the scheduler swaps the counters at every context
+//! switch ([`save_held`], [`restore_held`]). With more CPUs the live copy becomes per-CPU.
+//!
+//! # Contention
+//! One CPU spinning on a lock whose holder is asleep would spin forever.
+//! When [`RankedMutex::lock`] finds the lock taken, it calls the contention
+//! hook the scheduler installs ([`set_contended_hook`]): with interrupts on
+//! and a task to switch to, the spinner yields so the holder can run.
 
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// A lock's place in the kernel's lock order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,6 +51,8 @@ pub enum LockRank {
     AddressSpace = 2,
     Device = 3,
     Iommu = 4,
+    Process = 5,
+    RunQueue = 6,
 }
 
 impl fmt::Display for LockRank {
@@ -46,20 +62,62 @@ impl fmt::Display for LockRank {
             LockRank::AddressSpace => "address space",
             LockRank::Device => "device",
             LockRank::Iommu => "IOMMU",
+            LockRank::Process => "process table",
+            LockRank::RunQueue => "run queue",
         };
         write!(f, "{name} (rank {})", *self as u8)
     }
 }
 
-const RANKS: usize = 5;
+/// Number of rank slots (index = rank; slot 0 unused).
+pub const RANKS: usize = 7;
 /// How many locks of each rank are held right now.
 static HELD: [AtomicU32; RANKS] = [const { AtomicU32::new(0) }; RANKS];
 
 /// The highest-ranked lock held above `rank`, if any.
 fn held_above(rank: LockRank) -> Option<LockRank> {
-    [LockRank::Iommu, LockRank::Device, LockRank::AddressSpace, LockRank::HmmAccel]
+    [LockRank::RunQueue, LockRank::Process, LockRank::Iommu, LockRank::Device, LockRank::AddressSpace, LockRank::HmmAccel]
         .into_iter()
         .find(|&r| r > rank && HELD[r as usize].load(Ordering::Relaxed) > 0)
+}
+
+/// The held-lock counts of one task (see the module docs).
+pub type HeldRanks = [u32; RANKS];
+
+/// The live held-lock counts, for the task being switched out (the
+/// scheduler, with interrupts off).
+pub fn save_held() -> HeldRanks {
+    core::array::from_fn(|i| HELD[i].load(Ordering::Relaxed))
+}
+
+/// Make `saved` the live held-lock counts (the task being switched in).
+pub fn restore_held(saved: &HeldRanks) {
+    for (live, s) in HELD.iter().zip(saved.iter()) {
+        live.store(*s, Ordering::Relaxed);
+    }
+}
+
+/// How many locks of `rank` the running task holds.
+pub fn held(rank: LockRank) -> u32 {
+    HELD[rank as usize].load(Ordering::Relaxed)
+}
+
+static CONTENDED_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Called while a lock is taken by someone else (the scheduler yields there).
+pub fn set_contended_hook(hook: fn()) {
+    CONTENDED_HOOK.store(hook as usize, Ordering::SeqCst);
+}
+
+fn contended() {
+    let h = CONTENDED_HOOK.load(Ordering::Relaxed);
+    if h == 0 {
+        core::hint::spin_loop();
+    } else {
+        // SAFETY: only `set_contended_hook` stores non-zero values, always an `fn()`.
+        let h: fn() = unsafe { core::mem::transmute::<usize, fn()>(h) };
+        h();
+    }
 }
 
 /// A `spin::Mutex` that knows its rank.
@@ -90,9 +148,26 @@ impl<T> RankedMutex<T> {
                 panic!("lock order violated: taking the {} lock while holding the {} lock", self.rank, above);
             }
         }
-        let guard = self.inner.lock();
+        let guard = loop {
+            if let Some(g) = self.inner.try_lock() {
+                break g;
+            }
+            contended();
+        };
         HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
         RankedGuard { rank: self.rank, guard }
+    }
+
+    /// Take the lock if it is free (the rank is checked as in [`lock`](Self::lock)).
+    pub fn try_lock(&self) -> Option<RankedGuard<'_, T>> {
+        if cfg!(debug_assertions) {
+            if let Some(above) = held_above(self.rank) {
+                panic!("lock order violated: taking the {} lock while holding the {} lock", self.rank, above);
+            }
+        }
+        let guard = self.inner.try_lock()?;
+        HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        Some(RankedGuard { rank: self.rank, guard })
     }
 
     /// Exclusive access without locking (the owner has `&mut`).
