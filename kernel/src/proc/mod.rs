@@ -404,12 +404,16 @@ fn page_fault(frame: &mut TrapFrame) {
     if code.contains(PageFaultErrorCode::MALFORMED_TABLE) {
         kill_current(alloc::format!("segfault: {access} at {addr:#x}: reserved bit set in a page-table entry (RIP {:#x})", frame.rip));
     }
-    match core.aspace.handle_fault(addr, access) {
+    let result = core.aspace.handle_fault(addr, access);
+    let pid = core.pid;
+    // Nothing of the process may stay referenced from this stack if it ends here.
+    drop(core);
+    match result {
         Ok(_) => {
             // Resolved — unless the same access keeps faulting (a fault the
             // tables cannot express): then it is the process's end, not a loop.
             let mut t = PROCS.lock();
-            if let Some(e) = t.procs.get_mut(&core.pid) {
+            if let Some(e) = t.procs.get_mut(&pid) {
                 let (a, rip, n) = e.last_fault;
                 e.last_fault = if (a, rip) == (addr, frame.rip) { (a, rip, n + 1) } else { (addr, frame.rip, 1) };
                 if e.last_fault.2 > 4 {

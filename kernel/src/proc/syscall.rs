@@ -62,6 +62,9 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let result = match Sys::from_u64(frame.rax) {
         None => Err(Errno::ENOSYS),
+        // Exit never returns: no `Arc<ProcCore>` may be held on this stack
+        // (it would keep the address space alive forever).
+        Some(Sys::Exit) => super::exit_current(ExitInfo { status: args[0] as i32, report: None }),
         Some(Sys::Fork) => fork(frame),
         Some(call) => match super::current_core() {
             Some(core) => run(call, &core, args),
@@ -76,10 +79,9 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
 
 fn run(call: Sys, core: &Arc<ProcCore>, a: [u64; 6]) -> SysResult {
     match call {
-        Sys::Exit => super::exit_current(ExitInfo { status: a[0] as i32, report: None }),
+        Sys::Exit | Sys::Fork => unreachable!("handled by dispatch"),
         Sys::Write => write(core, a[0], a[1]),
         Sys::GetPid => Ok(core.pid as u64),
-        Sys::Fork => unreachable!("handled by dispatch"),
         Sys::Wait => wait(core, a[0] as i64, a[1]),
         Sys::Mmap => mmap(core, a[0], a[1], a[2], a[3]),
         Sys::Munmap => {
@@ -135,6 +137,11 @@ fn prot(bits: u64) -> Result<Prot, Errno> {
 }
 
 fn write(core: &ProcCore, buf: u64, len: u64) -> SysResult {
+    // The whole range must be a user range (as Linux's access_ok); then
+    // at most WRITE_MAX bytes of it are written.
+    if buf.checked_add(len).is_none_or(|end| end > crate::mm::USER_END) {
+        return Err(Errno::EFAULT);
+    }
     let n = len.min(WRITE_MAX);
     let mut bytes = [0u8; WRITE_MAX as usize];
     core.aspace.copy_from_user(buf, &mut bytes[..n as usize])?;
