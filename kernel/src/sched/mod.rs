@@ -218,7 +218,8 @@ pub fn exit_current() -> ! {
 /// running task's slice is used up and another task is ready.
 pub fn preempt_point() {
     let due = interrupts::without_interrupts(|| {
-        let rq = cpu().rq.lock();
+        let mut rq = cpu().rq.lock();
+        rq.wake_due(); // sleepers whose time came, waiters whose interrupt came
         !rq.ready.is_empty() && ticks().wrapping_sub(rq.slice_start) >= SLICE_TICKS
     });
     if due {
