@@ -44,6 +44,8 @@ pub enum Sys {
     Ticks = 13,
     /// spawn_thread(entry, stack_top, arg) → thread's task id (shares the address space).
     Thread = 14,
+    /// thread_exit() → ends only the calling task (the process ends with its last task).
+    ThreadExit = 15,
 }
 
 impl Sys {
@@ -65,6 +67,7 @@ impl Sys {
             12 => DevJob,
             13 => Ticks,
             14 => Thread,
+            15 => ThreadExit,
             _ => return None,
         })
     }

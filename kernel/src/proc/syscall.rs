@@ -65,6 +65,10 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
         // Exit never returns: no `Arc<ProcCore>` may be held on this stack
         // (it would keep the address space alive forever).
         Some(Sys::Exit) => super::exit_current(ExitInfo { status: args[0] as i32, report: None }),
+        Some(Sys::ThreadExit) => {
+            let me = sched::current();
+            super::leave(me.pid.expect("a user task"), me.id)
+        }
         Some(Sys::Fork) => fork(frame),
         Some(call) => match super::current_core() {
             Some(core) => run(call, &core, args),
@@ -79,7 +83,7 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
 
 fn run(call: Sys, core: &Arc<ProcCore>, a: [u64; 6]) -> SysResult {
     match call {
-        Sys::Exit | Sys::Fork => unreachable!("handled by dispatch"),
+        Sys::Exit | Sys::Fork | Sys::ThreadExit => unreachable!("handled by dispatch"),
         Sys::Write => write(core, a[0], a[1]),
         Sys::GetPid => Ok(core.pid as u64),
         Sys::Wait => wait(core, a[0] as i64, a[1]),
@@ -227,12 +231,12 @@ fn thread(core: &Arc<ProcCore>, entry: u64, stack_top: u64, arg: u64) -> SysResu
     }
     let (code, data) = crate::arch::gdt::user_selectors();
     let frame = TrapFrame { rip: entry, cs: code as u64, rflags: 0x202, rsp: (stack_top & !0xf) - 8, ss: data as u64, rdi: arg, ..TrapFrame::default() };
+    let cr3 = core.aspace.pml4().start_address().as_u64(); // before the table lock (rank order)
     let mut t = PROCS.lock();
     let e = t.procs.get_mut(&core.pid).ok_or(Errno::ESRCH)?;
     if e.tasks.len() >= MAX_THREADS {
         return Err(Errno::EAGAIN);
     }
-    let cr3 = core.aspace.pml4().start_address().as_u64();
     let task = sched::spawn_user(alloc::format!("{}/t", core.name), core.pid, cr3, &frame).map_err(|_| Errno::ENOMEM)?;
     e.tasks.push(task.id);
     Ok(task.id as u64)

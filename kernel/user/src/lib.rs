@@ -138,6 +138,13 @@ pub fn thread(entry: extern "C" fn(u64) -> !, stack_top: u64, arg: u64) -> Resul
     check(sys(Sys::Thread, entry as usize as u64, stack_top, arg, 0, 0, 0))
 }
 
+/// End the calling thread only.
+pub fn thread_exit() -> ! {
+    sys(Sys::ThreadExit, 0, 0, 0, 0, 0, 0);
+    // SAFETY: unreachable: thread_exit does not return.
+    unsafe { core::arch::asm!("ud2", options(noreturn)) }
+}
+
 // ---- the device interface ----------------------------------------------------
 
 /// An open context on an accelerator (closed on drop).
