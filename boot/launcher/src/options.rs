@@ -18,6 +18,8 @@ OPTIONS:
   --console              after boot, open the hmm> console on the serial line
                          (stdin); `cargo run -- --console < script.txt` runs a script
   --bench                run the in-guest benchmarks (release build, icount shift=0)
+  --run PROGRAM          run a user program in ring 3 (e.g. hmm-tests, hello);
+                         the exit status is 0 only if the program's was
   --cmdline \"...\"        extra kernel command line (e.g. \"log=debug\")
   --gdb                  QEMU waits for gdb on tcp::1234 (target remote :1234)
   --kernel PATH          boot this kernel ELF instead of building one
@@ -68,6 +70,14 @@ pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
                 if matches!(o.machine.accel, Accel::Tcg { icount_shift: None }) {
                     o.machine.accel = Accel::Tcg { icount_shift: Some(0) };
                 }
+            }
+            "--run" => {
+                let v = value("--run")?;
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(format!("--run takes a program name (letters, digits, - and _), not `{v}`"));
+                }
+                o.mode = Some("run");
+                cmdline.push(format!("program={v}"));
             }
             "--cmdline" => cmdline.push(value("--cmdline")?),
             "--gdb" => o.machine.gdb = true,
@@ -121,10 +131,20 @@ mod tests {
     }
 
     #[test]
+    fn run_a_program() {
+        let o = p(&["--run", "hmm-tests"]).unwrap().unwrap();
+        assert_eq!(o.mode, Some("run"));
+        assert_eq!(o.machine.cmdline, "mode=run program=hmm-tests");
+        assert!(p(&["--run", "a b"]).is_err(), "no spaces: one word on the kernel command line");
+        assert!(p(&["--run", "x=y"]).is_err());
+        assert!(p(&["--run"]).is_err());
+    }
+
+    #[test]
     fn help() {
         assert!(p(&["--help"]).unwrap().is_none());
         assert!(p(&["-h"]).unwrap().is_none());
-        for opt in ["--accel", "--gdb", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout"] {
+        for opt in ["--accel", "--gdb", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout", "--run"] {
             assert!(HELP.contains(opt), "--help lists {opt}");
         }
     }

@@ -253,6 +253,11 @@ pub fn wait_exit(pid: Pid) -> Option<ExitInfo> {
     }
 }
 
+/// Whether `pid` was started by the kernel (so [`wait_exit`] reaps it).
+pub fn is_kernel_child(pid: Pid) -> bool {
+    PROCS.lock().procs.get(&pid).is_some_and(|e| e.parent.is_none() && !e.orphan)
+}
+
 /// `ps`: (pid, name, state of the process, its tasks' states).
 pub fn list() -> Vec<(Pid, String, String)> {
     let tasks = sched::tasks();
