@@ -14,6 +14,7 @@ pub fn run(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellErr
     while let Some(w) = a.opt_word() {
         words.push(w);
     }
+    a.done()?;
     let background = words.last() == Some(&"&");
     if background {
         words.pop();
