@@ -184,7 +184,8 @@ pub(super) fn job(core: &ProcCore, a: [u64; 6]) -> SysResult {
         }
         DevOp::Exclusive => {
             need(ctx, DEV_WRITE)?;
-            let r = page_range(addr & !0xfff, len.checked_add(addr & 0xfff).ok_or(Errno::EINVAL)?.next_multiple_of(4096))?;
+            let span = len.checked_add(addr & 0xfff).and_then(|n| n.checked_next_multiple_of(4096)).ok_or(Errno::EINVAL)?;
+            let r = page_range(addr & !0xfff, span)?;
             let pages = bound(core, ctx)?.exclusive(r.start(), r.end() - r.start())?;
             Ok(pages.pages())
         }

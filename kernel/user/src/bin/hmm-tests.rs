@@ -406,6 +406,7 @@ fn bad_arguments() -> R {
     ensure(is_err(d.fill(u64::MAX - 10, 100, 0), Errno::EINVAL), "wrapping range")?;
     ensure(is_err(d.fill(0xffff_8000_0000_0000, 100, 0), Errno::EINVAL), "kernel address")?;
     ensure(is_err(d.job(abi::DevOp::Fill, b.addr, 0, 16, 256), Errno::EINVAL), "fill byte above 255")?;
+    ensure(is_err(d.exclusive(b.addr + 1, u64::MAX), Errno::EINVAL), "exclusive of a wrapping length (found by the fuzzer)")?;
     ensure(user::check(user::sys(user::Sys::DevJob, d.fd(), 99, b.addr, 0, 1, 0)) == Err(Errno::EINVAL), "unknown op")?;
     ensure(is_err(d.job(abi::DevOp::Snapshot, b.addr + 1, x.as_mut_ptr() as u64, PAGE, 0), Errno::EINVAL), "unaligned snapshot")?;
     ensure(is_err(d.job(abi::DevOp::Stats, 0, x.as_mut_ptr() as u64, 3, 0), Errno::EINVAL), "stats of the wrong size")
