@@ -253,6 +253,11 @@ pub fn wait_exit(pid: Pid) -> Option<ExitInfo> {
     }
 }
 
+/// The address space of a live process (tests and the console look inside).
+pub fn aspace_of(pid: Pid) -> Option<Arc<AddressSpace>> {
+    PROCS.lock().procs.get(&pid).and_then(|e| e.core.as_ref()).map(|c| c.aspace.clone())
+}
+
 /// Whether `pid` was started by the kernel (so [`wait_exit`] reaps it).
 pub fn is_kernel_child(pid: Pid) -> bool {
     PROCS.lock().procs.get(&pid).is_some_and(|e| e.parent.is_none() && !e.orphan)

@@ -487,9 +487,7 @@ fn two_devices_exclusive() -> R {
 fn child_exits_with_open_context() -> R {
     match user::fork() {
         Ok(0) => {
-            let d = dev(0);
-            let b = Buf::rw(PAGE);
-            if let (Ok(d), Ok(b)) = (&d, &b) {
+            if let (Ok(d), Ok(b)) = (dev(0), Buf::rw(PAGE)) {
                 let _ = d.fill(b.addr, PAGE, 1);
                 core::mem::forget(d); // exit with the context open
             }
