@@ -8,7 +8,7 @@
 //! ```
 //! Every other register is preserved. A program starts with
 //! `rdi` = address of its argument bytes, `rsi` = their length.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// System-call numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,4 +211,49 @@ pub struct DevStats {
     pub faults_resolved: u64,
     pub faults_failed: u64,
     pub pages_populated: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip() {
+        for n in 0..64u64 {
+            if let Some(s) = Sys::from_u64(n) {
+                assert_eq!(s as u64, n);
+            }
+            if let Some(op) = DevOp::from_u64(n) {
+                assert_eq!(op as u64, n);
+            }
+        }
+        assert_eq!(Sys::from_u64(15), Some(Sys::ThreadExit));
+        assert_eq!(Sys::from_u64(16), None);
+        assert_eq!(Sys::from_u64(u64::MAX), None);
+        assert_eq!(DevOp::from_u64(0), None);
+    }
+
+    #[test]
+    fn errors_round_trip_and_have_names() {
+        for e in 0..100i64 {
+            if let Some(x) = Errno::from_i64(e) {
+                assert_eq!(x as i64, e);
+                assert!(x.name().starts_with('E'));
+            }
+        }
+        assert_eq!(Errno::from_i64(14), Some(Errno::EFAULT));
+        assert_eq!(Errno::from_i64(-14), None);
+    }
+
+    #[test]
+    fn snapshot_bits_are_distinct() {
+        let bits = [SNAP_READ, SNAP_WRITE, SNAP_DIRTY, SNAP_EXCLUSIVE];
+        for (i, a) in bits.iter().enumerate() {
+            assert_eq!(a.count_ones(), 1);
+            for b in &bits[i + 1..] {
+                assert_eq!(a & b, 0);
+            }
+        }
+        assert_eq!(core::mem::size_of::<DevStats>(), 40);
+    }
 }
