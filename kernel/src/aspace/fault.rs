@@ -159,8 +159,12 @@ impl Inner {
             Pte::None => {
                 let f = frames::alloc_zeroed().map_err(|_| err(AccessFailure::OutOfMemory))?;
                 f.set_flags(FrameFlags::USER);
+                let filled = self.fill_from_source(va, &f); // a program's image (see `source`)
+                let e = self.tables().entry(va, false).ok().flatten().expect("created above");
                 pte::set_present(e, f.into_raw(), leaf_flags(vma.prot, true));
-                self.stats.demand_zero += 1;
+                if !filled {
+                    self.stats.demand_zero += 1;
+                }
             }
             Pte::Swapped { slot } => {
                 let f = frames::alloc().map_err(|_| err(AccessFailure::OutOfMemory))?;

@@ -40,6 +40,7 @@ mod fault;
 mod fork;
 pub mod notify;
 mod ops;
+mod source;
 mod pte;
 pub mod swap;
 mod uaccess;
@@ -48,6 +49,7 @@ pub mod vma;
 pub use fault::{Access, AccessError, AccessFailure, CpuPte};
 pub use notify::{AspaceId, Change, ChangeKind, Listener, ListenerId};
 pub use ops::{MigrateError, PageBits};
+pub use source::PageSource;
 pub use vma::{Prot, Vma};
 
 use crate::mm::frames::{Frame, OutOfFrames};
@@ -80,6 +82,8 @@ pub struct AspaceStats {
     pub swap_cache_hits: u64,
     pub migrations: u64,
     pub notifications: u64,
+    /// New pages whose contents came from the page source (see `source`).
+    pub source_fills: u64,
 }
 
 /// Something an entry held, released after a change's `invalidate_end`.
@@ -108,6 +112,8 @@ pub(crate) struct Inner {
     exclusive: Vec<VaRange>,
     clock_hand: u64,
     stats: AspaceStats,
+    /// Initial contents of new pages (a program's image), if any.
+    source: Option<Arc<dyn PageSource>>,
 }
 
 /// A process address space.
@@ -268,7 +274,7 @@ impl AddressSpace {
         let tables = UserTables::new()?;
         Ok(Arc::new(AddressSpace {
             id: AspaceId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), exclusive: Vec::new(), clock_hand: 0, stats: AspaceStats::default() }),
+            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), swap_cache: BTreeMap::new(), exclusive: Vec::new(), clock_hand: 0, stats: AspaceStats::default(), source: None }),
         }))
     }
 

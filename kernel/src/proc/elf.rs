@@ -1,19 +1,26 @@
 //! Loading a program: the ELF file's `PT_LOAD` segments become areas of a
-//! fresh address space with the segments' own protection.
+//! fresh address space with the segments' own protection (text r-x, rodata
+//! r--, data rw-), and nothing more: no page is touched at load time.
 //!
-//! Each segment's pages are mapped writable first, the file bytes copied in
-//! with `copy_to_user` — which takes the demand-zero faults through
-//! `AddressSpace::handle_fault` like any other access — and then the area
-//! gets its final protection (text r-x, rodata r--, data rw-). The part of
-//! a segment past its file bytes (.bss) is never touched: it is
-//! demand-zero on the program's first access.
+//! Every page is demand-paged through the one fault path
+//! (`AddressSpace::handle_fault`): the [`ImageSource`] is the address
+//! space's page source, so the first fault of a page — by the program, by
+//! the kernel copying from it, or by a device through HMM — gets a fresh
+//! frame filled with the page's bytes from the image (zeros past the file
+//! bytes: .bss). A page of the image that is unmapped stops being backed by
+//! it (the source listens for `Unmap`), so a later mapping there is plain
+//! demand-zero memory.
 //!
 //! Every number from the file is checked with checked arithmetic: a
 //! segment must lie in the user half, inside the file, and not share a
 //! page with another segment.
 
-use crate::aspace::{AddressSpace, Prot};
+use crate::aspace::{AddressSpace, AspaceId, Change, ChangeKind, Listener, PageSource, Prot};
+use crate::sync::{LockRank, RankedMutex};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt;
+use hmm::VaRange;
 use elf::abi::{EM_X86_64, ET_EXEC, PF_R, PF_W, PF_X, PT_LOAD};
 use elf::endian::LittleEndian;
 use elf::ElfBytes;
@@ -53,8 +60,83 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// Load `image` into `aspace`; returns the entry point.
-pub fn load(aspace: &AddressSpace, image: &[u8]) -> Result<u64, LoadError> {
+/// One loadable segment still backed by the image.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    /// The pages the image still backs (shrinks on munmap).
+    pages: VaRange,
+    /// Where the file bytes go, and which they are.
+    vaddr: u64,
+    file: &'static [u8],
+}
+
+/// A program's image as its address space's page source.
+pub struct ImageSource {
+    // Rank AddressSpace: a leaf taken only inside the address-space lock
+    // (equal ranks may nest).
+    segments: RankedMutex<Vec<Segment>>,
+}
+
+impl ImageSource {
+    /// A copy for a forked child (which unmaps on its own from then on).
+    pub fn duplicate(&self) -> Arc<ImageSource> {
+        Arc::new(ImageSource { segments: RankedMutex::new(LockRank::AddressSpace, self.segments.lock().clone()) })
+    }
+
+    /// Back `aspace` with this image: page source, and the listener that
+    /// forgets unmapped ranges.
+    pub fn attach(self: &Arc<Self>, aspace: &AddressSpace) {
+        aspace.set_page_source(Some(self.clone()));
+        aspace.register_listener(self.clone());
+    }
+}
+
+impl PageSource for ImageSource {
+    fn fill(&self, va: u64, page: &mut [u8; 4096]) -> bool {
+        let segs = self.segments.lock();
+        let Some(s) = segs.iter().find(|s| s.pages.contains(va)) else { return false };
+        // The page [va, va + 4096) meets the file bytes [vaddr, vaddr + len).
+        let (lo, hi) = (va.max(s.vaddr), (va + PAGE).min(s.vaddr + s.file.len() as u64));
+        if lo >= hi {
+            return false; // .bss: demand-zero
+        }
+        let from = &s.file[(lo - s.vaddr) as usize..(hi - s.vaddr) as usize];
+        page[(lo - va) as usize..(hi - va) as usize].copy_from_slice(from);
+        true
+    }
+}
+
+impl Listener for ImageSource {
+    fn invalidate_start(&self, _: AspaceId, c: &Change, _: &mut Vec<u64>) {
+        if c.kind != ChangeKind::Unmap {
+            return;
+        }
+        // Cut the unmapped range out of every segment (at most two pieces each).
+        let mut segs = self.segments.lock();
+        let mut kept = Vec::new();
+        for s in segs.iter() {
+            let (a, b) = (s.pages.start(), s.pages.end());
+            let (u0, u1) = (c.range.start(), c.range.end());
+            if u1 <= a || u0 >= b {
+                kept.push(*s);
+                continue;
+            }
+            if a < u0 {
+                kept.push(Segment { pages: VaRange::new(a, u0).expect("inside"), ..*s });
+            }
+            if u1 < b {
+                kept.push(Segment { pages: VaRange::new(u1, b).expect("inside"), ..*s });
+            }
+        }
+        *segs = kept;
+    }
+    fn invalidate_end(&self, _: AspaceId, _: &Change) {}
+}
+
+/// Map `image`'s segments into `aspace`; returns the entry point and the
+/// source that pages them in.
+pub fn load(aspace: &AddressSpace, image: &'static [u8]) -> Result<(u64, Arc<ImageSource>), LoadError> {
+    let mut backed = Vec::new();
     let file = ElfBytes::<LittleEndian>::minimal_parse(image).map_err(|e| LoadError::Parse(alloc::format!("{e}")))?;
     if file.ehdr.e_machine != EM_X86_64 || file.ehdr.e_type != ET_EXEC || file.ehdr.class != elf::file::Class::ELF64 {
         return Err(LoadError::NotExecutable);
@@ -92,18 +174,15 @@ pub fn load(aspace: &AddressSpace, image: &[u8]) -> Result<u64, LoadError> {
         if prot.contains(Prot::EXEC) && (ph.p_vaddr..end).contains(&entry) {
             entry_ok = true;
         }
-        aspace.mmap(Some(start), len, Prot::READ | Prot::WRITE, true).map_err(|e| match e {
+        aspace.mmap(Some(start), len, prot, true).map_err(|e| match e {
             crate::aspace::MmapError::Overlap => LoadError::Overlap { vaddr: ph.p_vaddr },
             _ => bad.clone(),
         })?;
-        let bytes = &image[ph.p_offset as usize..file_end as usize];
-        aspace.copy_to_user(ph.p_vaddr, bytes).map_err(|_| LoadError::NoMemory)?;
-        if prot != Prot::READ | Prot::WRITE {
-            aspace.mprotect(start, len, prot).map_err(|_| LoadError::NoMemory)?;
-        }
+        let file = &image[ph.p_offset as usize..file_end as usize];
+        backed.push(Segment { pages: VaRange::new(start, start + len).map_err(|_| bad.clone())?, vaddr: ph.p_vaddr, file });
     }
     if !entry_ok {
         return Err(LoadError::BadEntry(entry));
     }
-    Ok(entry)
+    Ok((entry, Arc::new(ImageSource { segments: RankedMutex::new(LockRank::AddressSpace, backed) })))
 }

@@ -74,6 +74,8 @@ pub struct ProcCore {
     pub name: String,
     pub aspace: Arc<AddressSpace>,
     pub hmm: ProcessHmm,
+    /// The program image its text and data are paged in from.
+    pub image: Arc<elf::ImageSource>,
 }
 
 /// How a process ended.
@@ -170,7 +172,7 @@ pub fn spawn(program: &str, args: &[u8]) -> Result<Pid, SpawnError> {
 }
 
 /// Start an ELF image (a test may hand a malformed one).
-pub fn spawn_image(name: &str, image: &[u8], args: &[u8]) -> Result<Pid, SpawnError> {
+pub fn spawn_image(name: &str, image: &'static [u8], args: &[u8]) -> Result<Pid, SpawnError> {
     init();
     if args.len() > MAX_ARGS {
         return Err(SpawnError::ArgsTooLong);
@@ -179,7 +181,8 @@ pub fn spawn_image(name: &str, image: &[u8], args: &[u8]) -> Result<Pid, SpawnEr
         return Err(SpawnError::TooManyProcesses);
     }
     let aspace = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
-    let entry = elf::load(&aspace, image)?;
+    let (entry, source) = elf::load(&aspace, image)?;
+    source.attach(&aspace);
     let stack_lo = STACK_TOP - STACK_SIZE;
     aspace.mmap(Some(stack_lo), STACK_SIZE, crate::aspace::Prot::READ | crate::aspace::Prot::WRITE, true).map_err(|_| SpawnError::NoMemory)?;
     // The argument bytes sit at the top of the stack, 16-byte aligned below.
@@ -188,18 +191,18 @@ pub fn spawn_image(name: &str, image: &[u8], args: &[u8]) -> Result<Pid, SpawnEr
     let hmm = ProcessHmm::attach(&aspace);
     let (code, data) = crate::arch::gdt::user_selectors();
     let frame = TrapFrame { rip: entry, cs: code as u64, rflags: 0x202, rsp: args_at - 8, ss: data as u64, rdi: args_at, rsi: args.len() as u64, ..TrapFrame::default() };
-    start(name.into(), aspace, hmm, None, &frame)
+    start(name.into(), aspace, hmm, source, None, &frame)
 }
 
 /// Register a process and queue its first task.
-fn start(name: String, aspace: Arc<AddressSpace>, hmm: ProcessHmm, parent: Option<Pid>, frame: &TrapFrame) -> Result<Pid, SpawnError> {
+fn start(name: String, aspace: Arc<AddressSpace>, hmm: ProcessHmm, image: Arc<elf::ImageSource>, parent: Option<Pid>, frame: &TrapFrame) -> Result<Pid, SpawnError> {
     let cr3 = aspace.pml4().start_address().as_u64();
     let mut t = PROCS.lock();
     if live_count(&t) >= MAX_PROCS {
         return Err(SpawnError::TooManyProcesses);
     }
     let pid = alloc_pid(&mut t);
-    let core = Arc::new(ProcCore { pid, name: name.clone(), aspace, hmm });
+    let core = Arc::new(ProcCore { pid, name: name.clone(), aspace, hmm, image });
     let task = match sched::spawn_user(name.clone(), pid, cr3, frame) {
         Ok(task) => task,
         Err(_) => {

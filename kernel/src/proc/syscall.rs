@@ -179,10 +179,13 @@ fn mmap(core: &ProcCore, hint: u64, len: u64, prot_bits: u64, flags: u64) -> Sys
 fn fork(frame: &TrapFrame) -> SysResult {
     let core = super::current_core().ok_or(Errno::ESRCH)?;
     let child_space = core.aspace.fork().map_err(|_| Errno::ENOMEM)?;
+    // The child pages its image in on its own (what it unmaps is its business).
+    let image = core.image.duplicate();
+    image.attach(&child_space);
     let hmm = crate::hmmdev::ProcessHmm::attach(&child_space);
     let mut child_frame = frame.clone();
     child_frame.rax = 0;
-    super::start(core.name.clone(), child_space, hmm, Some(core.pid), &child_frame).map_err(|e| match e {
+    super::start(core.name.clone(), child_space, hmm, image, Some(core.pid), &child_frame).map_err(|e| match e {
         super::SpawnError::TooManyProcesses => Errno::EAGAIN,
         _ => Errno::ENOMEM,
     })

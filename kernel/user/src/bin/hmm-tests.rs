@@ -436,6 +436,35 @@ fn swap_in_by_device() -> R {
     ensure(has_pattern(out.bytes(), 9), "data intact through protection changes")
 }
 
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+const fn blob_byte(i: usize) -> u8 {
+    (i * 13 + 5) as u8
+}
+
+const fn make_blob() -> [u8; 4096] {
+    let mut a = [0u8; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        a[i] = blob_byte(i);
+        i += 1;
+    }
+    a
+}
+
+/// A page of .rodata the CPU never touches before the device does.
+static BLOB: Page = Page(make_blob());
+
+fn image_page_first_touched_by_device() -> R {
+    // The device's fault is the page's first: HMM resolves it through the
+    // same fault path, which fills it from the program's image.
+    let d = dev(0)?;
+    let mut out = rw(PAGE)?;
+    ok(d.read(core::ptr::addr_of!(BLOB) as u64, out.bytes_mut()), "device read of .rodata")?;
+    ensure(out.bytes().iter().enumerate().all(|(i, &x)| x == blob_byte(i)), "the device saw the image's bytes, not zeros")
+}
+
 // ---- two devices ---------------------------------------------------------------
 
 fn two_devices_double_map() -> R {
@@ -562,6 +591,7 @@ const CASES: &[(&str, fn() -> R)] = &[
     ("hmm.protection_churn", swap_in_by_device),
     ("hmm.child_exits_with_open_context", child_exits_with_open_context),
     ("hmm.device_job_while_sibling_runs", device_job_while_sibling_runs),
+    ("hmm.image_page_first_touched_by_device", image_page_first_touched_by_device),
     ("hmm2.double_map", two_devices_double_map),
     ("hmm2.write_then_read", two_devices_write_then_read),
     ("hmm2.snapshot", two_devices_snapshot),
