@@ -8,6 +8,12 @@ use user::{println, Buf};
 
 user::entry!(main);
 
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// A page of .rodata this program unmaps and maps again as fresh memory.
+static SPARE: Page = Page([0x5a; 4096]);
+
 struct T {
     n: u32,
     failed: u32,
@@ -60,6 +66,16 @@ fn main(_: &[u8]) -> i32 {
     t.check("the data survived mprotect", unsafe { core::ptr::read_volatile(0x3000_1000 as *const u64) } == 0xfeed);
     t.check("munmap", user::munmap(0x3000_0000, 8192) == Ok(0));
     t.check("munmap of nothing mapped succeeds", user::munmap(0x3000_0000, 8192) == Ok(0));
+
+    // An unmapped page of the image is no longer the image's: mapped again,
+    // it is zero-filled memory.
+    // (black_box: the compiler must not fold reads of the constant static.)
+    let spare = core::hint::black_box(core::ptr::addr_of!(SPARE) as u64);
+    t.check("munmap a page of our own .rodata", user::munmap(spare, 4096) == Ok(0));
+    t.check("map fresh memory in its place", user::mmap(spare, 4096, PROT_READ | PROT_WRITE, MAP_FIXED) == Ok(spare));
+    // SAFETY: mapped just above (the static is not read through its name).
+    let zeros = (0..4096).all(|i| unsafe { core::ptr::read_volatile((spare + i) as *const u8) } == 0);
+    t.check("it reads as zeros, not the image's bytes", zeros);
 
     // fork, COW, wait
     let mut b = Buf::rw(3 * 4096).expect("mmap");
