@@ -288,28 +288,36 @@ pub fn list() -> Vec<(Pid, String, String)> {
 
 /// Ask process `pid` to end (at its tasks' next return to ring 3).
 pub fn kill(pid: Pid) -> bool {
-    let mut t = PROCS.lock();
-    match t.procs.get_mut(&pid) {
-        Some(e) if matches!(e.state, State::Live) => {
-            e.state = State::Exiting(ExitInfo { status: -9, report: Some("killed".into()) });
-            true
+    set_exiting(pid, ExitInfo { status: -9, report: Some("killed".into()) })
+}
+
+/// Mark `pid` as ending (the first decision stands) and wake every task
+/// blocked in `wait`, so its other threads notice and leave.
+fn set_exiting(pid: Pid, info: ExitInfo) -> bool {
+    let waiters = {
+        let mut t = PROCS.lock();
+        match t.procs.get_mut(&pid) {
+            Some(e) if matches!(e.state, State::Live) => e.state = State::Exiting(info),
+            _ => return false,
         }
-        _ => false,
+        core::mem::take(&mut t.waiters)
+    };
+    for w in waiters {
+        sched::wake(w); // each re-checks (and re-registers if still waiting)
     }
+    true
+}
+
+/// Whether `pid` is ending (its tasks leave at their next return to ring 3).
+pub(crate) fn is_exiting(pid: Pid) -> bool {
+    matches!(PROCS.lock().procs.get(&pid).map(|e| &e.state), Some(State::Exiting(_)))
 }
 
 /// End the running task's process with `info` (the first exit decides).
 pub(crate) fn exit_current(info: ExitInfo) -> ! {
     let me = sched::current();
     let pid = me.pid.expect("a user task");
-    {
-        let mut t = PROCS.lock();
-        if let Some(e) = t.procs.get_mut(&pid) {
-            if matches!(e.state, State::Live) {
-                e.state = State::Exiting(info);
-            }
-        }
-    }
+    set_exiting(pid, info);
     leave(pid, me.id)
 }
 
@@ -385,8 +393,7 @@ fn user_trap(frame: &mut TrapFrame) {
     // On the way back to ring 3: has the process been told to end?
     let me = sched::current();
     if let Some(pid) = me.pid {
-        let ending = matches!(PROCS.lock().procs.get(&pid).map(|e| &e.state), Some(State::Exiting(_)));
-        if ending {
+        if is_exiting(pid) {
             leave(pid, me.id);
         }
     }

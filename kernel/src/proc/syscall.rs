@@ -198,6 +198,9 @@ fn wait(core: &ProcCore, pid: i64, status_ptr: u64) -> SysResult {
         return Err(Errno::EINVAL);
     }
     loop {
+        if super::is_exiting(core.pid) {
+            return Err(Errno::ESRCH); // another thread ended the process: leave
+        }
         interrupts::disable();
         let mut t = PROCS.lock();
         let mine = |p: &u32, e: &super::Entry| e.parent == Some(core.pid) && (pid == -1 || *p as i64 == pid);
