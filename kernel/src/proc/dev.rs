@@ -126,7 +126,7 @@ fn length(len: u64) -> Result<u64, Errno> {
 
 /// A range of whole pages: `(first page, pages)`.
 fn page_range(addr: u64, len: u64) -> Result<hmm::VaRange, Errno> {
-    if addr % 4096 != 0 || len % 4096 != 0 || len == 0 || len / 4096 > DEV_MAX_PAGES {
+    if !addr.is_multiple_of(4096) || !len.is_multiple_of(4096) || len == 0 || len / 4096 > DEV_MAX_PAGES {
         return Err(Errno::EINVAL);
     }
     hmm::VaRange::pages_from(addr, len / 4096).map_err(|_| Errno::EINVAL)

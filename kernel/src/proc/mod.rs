@@ -13,12 +13,19 @@
 //! ```
 //!
 //! A process has one or more tasks (threads share its address space). It
-//! ends when a task calls `exit`, or on a fault it may not take: every task
-//! of it stops at its next return towards ring 3; the last one out releases
+//! ends when a task calls `exit`, on a fault it may not take, or on `kill`:
+//! the process is marked exiting and every task blocked in `wait` is woken;
+//! every task of it stops at its next return towards ring 3 (a sleeper when
+//! its sleep ends, a device waiter when its DMA completes); the last one out releases
 //! the address space (with the kernel's page table loaded, so the process's
 //! tables are not in CR3) and wakes the waiters. The entry stays as a zombie
 //! with its exit status and report until its parent (or the kernel, for
 //! `run`) reaps it.
+//!
+//! # Limits (nothing grows with a user number)
+//! [`MAX_PROCS`] processes, [`MAX_THREADS`] tasks each, [`MAX_FDS`] device
+//! contexts, 256 areas, [`MAX_ARGS`] argument bytes; a kernel stack of 64
+//! KiB per task from the kernel heap.
 //!
 //! # Locks
 //! The process table (`PROCS`, rank `Process`) is a leaf except for the run

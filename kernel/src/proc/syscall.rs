@@ -118,7 +118,7 @@ fn run(call: Sys, core: &Arc<ProcCore>, a: [u64; 6]) -> SysResult {
 }
 
 fn page_aligned(addr: u64) -> Result<(), Errno> {
-    if addr % 4096 == 0 {
+    if addr.is_multiple_of(4096) {
         Ok(())
     } else {
         Err(Errno::EINVAL)
@@ -232,7 +232,7 @@ fn wait(core: &ProcCore, pid: i64, status_ptr: u64) -> SysResult {
 
 /// A new task in this process at `entry(arg)` with stack `stack_top`.
 fn thread(core: &Arc<ProcCore>, entry: u64, stack_top: u64, arg: u64) -> SysResult {
-    if entry >= crate::mm::USER_END || stack_top >= crate::mm::USER_END || stack_top < 4096 {
+    if entry >= crate::mm::USER_END || !(4096..crate::mm::USER_END).contains(&stack_top) {
         return Err(Errno::EINVAL);
     }
     let (code, data) = crate::arch::gdt::user_selectors();

@@ -42,7 +42,7 @@ fn child(seed: u64, calls: u64) -> ! {
             9 => a[0] %= 20,               // sleep: short naps only
             1 => a[1] %= 16,               // write: keep the console readable
             4 => a[0] = u64::MAX,          // wait(-1): this child has no children
-            12 if r.next() % 2 == 0 => {   // device jobs on the open context
+            12 if r.next().is_multiple_of(2) => {   // device jobs on the open context
                 a[0] = 0;
                 a[1] = r.next() % 10;
             }

@@ -541,7 +541,8 @@ fn device_job_while_sibling_runs() -> R {
             for i in 0..2_000_000u64 {
                 x = core::hint::black_box(x ^ i);
             }
-            user::exit((x & 1) as i32 * 0)
+            core::hint::black_box(x);
+            user::exit(0)
         }
         Ok(child) => {
             let d = dev(0)?;
@@ -556,7 +557,10 @@ fn device_job_while_sibling_runs() -> R {
     }
 }
 
-const CASES: &[(&str, fn() -> R)] = &[
+/// A named case.
+type Case = (&'static str, fn() -> R);
+
+const CASES: &[Case] = &[
     ("hmm.open_close", open_close),
     ("hmm.open_errors", open_errors),
     ("hmm.anon_read", anon_read),
