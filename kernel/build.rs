@@ -20,10 +20,18 @@ fn build_user_programs() {
     for p in ["user/src", "user/Cargo.toml", "user/user.ld", "user/build.rs", "abi/src", "abi/Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", manifest.join(p).display());
     }
+    // A program is `src/bin/NAME.rs` or `src/bin/NAME/main.rs`.
     let mut names: Vec<String> = std::fs::read_dir(user.join("src/bin"))
         .expect("kernel/user/src/bin")
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".rs")).map(String::from))
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            match name.strip_suffix(".rs") {
+                Some(n) => Some(n.to_string()),
+                None if e.path().join("main.rs").is_file() => Some(name),
+                None => None,
+            }
+        })
         .collect();
     names.sort();
     let target_dir = manifest.join("../target/user");

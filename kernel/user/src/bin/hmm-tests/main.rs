@@ -11,15 +11,21 @@
 #![no_std]
 #![no_main]
 
-use abi::{DEV_READ, DEV_WRITE, MAP_FIXED, PROT_READ, PROT_WRITE, SNAP_DIRTY, SNAP_EXCLUSIVE, SNAP_READ, SNAP_WRITE};
+use abi::{DEV_READ, DEV_WRITE, MAP_FIXED, PROT_READ, PROT_WRITE, SNAP_DIRTY, SNAP_READ, SNAP_WRITE};
 use user::{println, Buf, Device, Errno};
+
+mod exclusive;
+mod two_devices;
+
+use exclusive::*;
+use two_devices::*;
 
 user::entry!(main);
 
-const PAGE: u64 = 4096;
-type R = Result<(), &'static str>;
+pub(crate) const PAGE: u64 = 4096;
+pub(crate) type R = Result<(), &'static str>;
 
-fn ensure(c: bool, why: &'static str) -> R {
+pub(crate) fn ensure(c: bool, why: &'static str) -> R {
     if c {
         Ok(())
     } else {
@@ -27,21 +33,21 @@ fn ensure(c: bool, why: &'static str) -> R {
     }
 }
 
-fn dev(i: u64) -> Result<Device, &'static str> {
+pub(crate) fn dev(i: u64) -> Result<Device, &'static str> {
     Device::open(i, DEV_READ | DEV_WRITE).map_err(|_| "dev_open failed")
 }
 
-fn rw(len: u64) -> Result<Buf, &'static str> {
+pub(crate) fn rw(len: u64) -> Result<Buf, &'static str> {
     Buf::rw(len).map_err(|_| "mmap failed")
 }
 
-fn pattern(b: &mut Buf, seed: u64) {
+pub(crate) fn pattern(b: &mut Buf, seed: u64) {
     for (i, x) in b.bytes_mut().iter_mut().enumerate() {
         *x = (i as u64).wrapping_mul(31).wrapping_add(seed) as u8;
     }
 }
 
-fn has_pattern(b: &[u8], seed: u64) -> bool {
+pub(crate) fn has_pattern(b: &[u8], seed: u64) -> bool {
     b.iter().enumerate().all(|(i, &x)| x == (i as u64).wrapping_mul(31).wrapping_add(seed) as u8)
 }
 
@@ -215,7 +221,7 @@ fn anon_teardown() -> R {
 
 /// A one-page mapping of its own at a fixed address (no neighbour to
 /// merge with, so the device's prefault window stays inside it).
-fn lone_page(slot: u64, prot: u64) -> Result<u64, &'static str> {
+pub(crate) fn lone_page(slot: u64, prot: u64) -> Result<u64, &'static str> {
     let at = 0x5000_0000 + slot * 0x10_0000;
     let _ = user::munmap(at, PAGE);
     user::mmap(at, PAGE, prot, MAP_FIXED).map_err(|_| "fixed mmap")
@@ -308,63 +314,6 @@ fn fill_readonly() -> R {
     let d = dev(0)?;
     let b = Buf::new(PAGE, PROT_READ).map_err(|_| "mmap")?;
     ensure(is_err(d.fill(b.addr, PAGE, 1), Errno::EPERM), "EPERM")
-}
-
-fn exclusive() -> R {
-    let d = dev(0)?;
-    let mut b = rw(4 * PAGE)?;
-    pattern(&mut b, 7);
-    ok(d.exclusive(b.addr, 4 * PAGE), "exclusive")?;
-    ok(d.check_exclusive(b.addr, 4 * PAGE), "the device holds every page")?;
-    let mut snap = [0u8; 4];
-    ok(d.snapshot(b.addr, &mut snap), "snapshot")?;
-    ensure(snap.iter().all(|&s| s & SNAP_EXCLUSIVE != 0), "snapshot shows exclusive")?;
-    ensure(has_pattern(b.bytes(), 7), "the CPU can still read the data")
-}
-
-fn exclusive_cpu_write_revokes() -> R {
-    let d = dev(0)?;
-    let mut b = rw(2 * PAGE)?;
-    ok(d.exclusive(b.addr, 2 * PAGE), "exclusive")?;
-    b.bytes_mut()[0] = 42; // the CPU writes: exclusivity ends
-    ensure(is_err(d.check_exclusive(b.addr, 2 * PAGE), Errno::EPERM), "revoked by the CPU write")?;
-    let mut x = [0u8; 1];
-    ok(d.read(b.addr, &mut x), "device read")?;
-    ensure(x[0] == 42, "the device sees the CPU's write")
-}
-
-fn exclusive_mprotect() -> R {
-    let d = dev(0)?;
-    let b = rw(PAGE)?;
-    ok(d.exclusive(b.addr, PAGE), "exclusive")?;
-    ok(user::mprotect(b.addr, PAGE, PROT_READ), "mprotect")?;
-    ensure(is_err(d.write(b.addr, &[1]), Errno::EPERM), "no device write after mprotect")
-}
-
-fn exclusive_cow() -> R {
-    let d = dev(0)?;
-    let mut b = rw(2 * PAGE)?;
-    pattern(&mut b, 8);
-    ok(d.exclusive(b.addr, 2 * PAGE), "exclusive")?;
-    match user::fork() {
-        Ok(0) => user::exit(if has_pattern(b.bytes(), 8) { 0 } else { 1 }),
-        Ok(child) => {
-            let r = ok(user::wait(child as i64), "wait")?;
-            ensure(r.1 == 0, "the child sees the data")?;
-            b.bytes_mut()[5] = 0; // COW break in the parent
-            ensure(is_err(d.check_exclusive(b.addr, 2 * PAGE), Errno::EPERM), "fork + write ended exclusivity")?;
-            let mut x = [1u8; 1];
-            ok(d.read(b.addr + 5, &mut x), "device read")?;
-            ensure(x[0] == 0, "the device follows the parent's new page")
-        }
-        Err(_) => Err("fork"),
-    }
-}
-
-fn check_exclusive_never_taken() -> R {
-    let d = dev(0)?;
-    let b = rw(PAGE)?;
-    ensure(is_err(d.check_exclusive(b.addr, PAGE), Errno::EPERM), "EPERM")
 }
 
 fn cpu_write_after_device_write() -> R {
@@ -465,53 +414,7 @@ fn image_page_first_touched_by_device() -> R {
     ensure(out.bytes().iter().enumerate().all(|(i, &x)| x == blob_byte(i)), "the device saw the image's bytes, not zeros")
 }
 
-// ---- two devices ---------------------------------------------------------------
-
-fn two_devices_double_map() -> R {
-    let (d0, d1) = (dev(0)?, dev(1)?);
-    let mut b = rw(4 * PAGE)?;
-    pattern(&mut b, 11);
-    let (mut o0, mut o1) = (rw(4 * PAGE)?, rw(4 * PAGE)?);
-    ok(d0.read(b.addr, o0.bytes_mut()), "read 0")?;
-    ok(d1.read(b.addr, o1.bytes_mut()), "read 1")?;
-    ensure(has_pattern(o0.bytes(), 11) && has_pattern(o1.bytes(), 11), "both devices mirror the same range")
-}
-
-fn two_devices_write_then_read() -> R {
-    let (d0, d1) = (dev(0)?, dev(1)?);
-    let b = rw(2 * PAGE)?;
-    ok(d0.fill(b.addr, 2 * PAGE, 0x3c), "dev0 fill")?;
-    let mut out = [0u8; 32];
-    ok(d1.read(b.addr + PAGE, &mut out), "dev1 read")?;
-    ensure(out.iter().all(|&x| x == 0x3c), "dev1 sees dev0's writes")
-}
-
-fn two_devices_snapshot() -> R {
-    let (d0, d1) = (dev(0)?, dev(1)?);
-    let (p0, p1) = (lone_page(4, PROT_READ | PROT_WRITE)?, lone_page(5, PROT_READ | PROT_WRITE)?);
-    let mut x = [0u8; 1];
-    ok(d0.read(p0, &mut x), "dev0 read")?;
-    ok(d1.write(p1, &[1]), "dev1 write")?;
-    let mut s = [0u8; 1];
-    let mut snap = |d: &Device, a| -> Result<u8, &'static str> {
-        ok(d.snapshot(a, &mut s), "snapshot")?;
-        Ok(s[0])
-    };
-    let (a0, b0, a1, b1) = (snap(&d0, p0)?, snap(&d0, p1)?, snap(&d1, p0)?, snap(&d1, p1)?);
-    let _ = user::munmap(p0, PAGE);
-    let _ = user::munmap(p1, PAGE);
-    ensure(a0 & SNAP_READ != 0 && b0 == 0, "dev0 mirrors only what it touched")?;
-    ensure(b1 & SNAP_WRITE != 0 && a1 == 0, "dev1 mirrors only what it touched")
-}
-
-fn two_devices_exclusive() -> R {
-    let (d0, d1) = (dev(0)?, dev(1)?);
-    let b = rw(PAGE)?;
-    ok(d0.exclusive(b.addr, PAGE), "dev0 exclusive")?;
-    ok(d1.exclusive(b.addr, PAGE), "dev1 exclusive")?;
-    ensure(d1.check_exclusive(b.addr, PAGE).is_ok(), "dev1 holds it now")?;
-    ensure(is_err(d0.check_exclusive(b.addr, PAGE), Errno::EPERM), "dev0 lost it")
-}
+// ---- processes and devices ------------------------------------------------------
 
 fn child_exits_with_open_context() -> R {
     match user::fork() {
