@@ -36,12 +36,13 @@
 //! # Contention
 //! One CPU spinning on a lock whose holder is asleep would spin forever.
 //! When [`RankedMutex::lock`] finds the lock taken, it calls the contention
-//! hook the scheduler installs ([`set_contended_hook`]): with interrupts on
-//! and a task to switch to, the spinner yields so the holder can run.
+//! hook the scheduler installs ([`set_contended_hook`]): with interrupts on,
+//! the spinner sleeps until that lock is released (each lock counts its
+//! releases) or an interrupt arrives, so the holder can run and nobody spins.
 
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A lock's place in the kernel's lock order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,37 +105,44 @@ pub fn held(rank: LockRank) -> u32 {
 
 static CONTENDED_HOOK: AtomicUsize = AtomicUsize::new(0);
 
-/// Called while a lock is taken by someone else (the scheduler yields there).
-pub fn set_contended_hook(hook: fn()) {
+/// What runs while a lock is taken by someone else: it gets the lock's
+/// release counter (the scheduler sleeps until it changes).
+pub type ContendedHook = fn(&AtomicU64);
+
+/// Install the contention hook (the scheduler's).
+pub fn set_contended_hook(hook: ContendedHook) {
     CONTENDED_HOOK.store(hook as usize, Ordering::SeqCst);
 }
 
-fn contended() {
+fn contended(releases: &AtomicU64) {
     let h = CONTENDED_HOOK.load(Ordering::Relaxed);
     if h == 0 {
         core::hint::spin_loop();
     } else {
-        // SAFETY: only `set_contended_hook` stores non-zero values, always an `fn()`.
-        let h: fn() = unsafe { core::mem::transmute::<usize, fn()>(h) };
-        h();
+        // SAFETY: only `set_contended_hook` stores non-zero values, always a `ContendedHook`.
+        let h: ContendedHook = unsafe { core::mem::transmute::<usize, ContendedHook>(h) };
+        h(releases);
     }
 }
 
 /// A `spin::Mutex` that knows its rank.
 pub struct RankedMutex<T> {
     rank: LockRank,
+    /// Times this lock was released (a contender sleeps until it changes).
+    releases: AtomicU64,
     inner: spin::Mutex<T>,
 }
 
 /// The guard of a [`RankedMutex`]; releases the rank on drop.
 pub struct RankedGuard<'a, T> {
     rank: LockRank,
+    releases: &'a AtomicU64,
     guard: spin::MutexGuard<'a, T>,
 }
 
 impl<T> RankedMutex<T> {
     pub const fn new(rank: LockRank, value: T) -> Self {
-        RankedMutex { rank, inner: spin::Mutex::new(value) }
+        RankedMutex { rank, releases: AtomicU64::new(0), inner: spin::Mutex::new(value) }
     }
 
     pub fn rank(&self) -> LockRank {
@@ -152,10 +160,10 @@ impl<T> RankedMutex<T> {
             if let Some(g) = self.inner.try_lock() {
                 break g;
             }
-            contended();
+            contended(&self.releases);
         };
         HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
-        RankedGuard { rank: self.rank, guard }
+        RankedGuard { rank: self.rank, releases: &self.releases, guard }
     }
 
     /// Take the lock if it is free (the rank is checked as in [`lock`](Self::lock)).
@@ -167,7 +175,7 @@ impl<T> RankedMutex<T> {
         }
         let guard = self.inner.try_lock()?;
         HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
-        Some(RankedGuard { rank: self.rank, guard })
+        Some(RankedGuard { rank: self.rank, releases: &self.releases, guard })
     }
 
     /// Exclusive access without locking (the owner has `&mut`).
@@ -179,6 +187,9 @@ impl<T> RankedMutex<T> {
 impl<T> Drop for RankedGuard<'_, T> {
     fn drop(&mut self) {
         HELD[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
+        // (The spin lock itself is released right after this, when `guard`
+        // drops; a woken waiter that still finds it taken sleeps again.)
+        self.releases.fetch_add(1, Ordering::SeqCst);
     }
 }
 

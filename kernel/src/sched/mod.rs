@@ -8,6 +8,7 @@
 //!   spawn ──► Ready ──pick──► Running ──yield──► Ready                         │
 //!                 ▲              │  ├─sleep(ms)────► Sleeping(until tick) ──┐  │
 //!                 │              │  ├─wait for irq─► WaitIrq(epoch) ────────┤  │
+//!                 │              │  ├─lock taken───► WaitLock(epoch, releases)┤  │
 //!                 │              │  ├─block────────► Blocked ── wake(id) ───┤  │
 //!                 │              │  └─exit─────────► Dead (stack freed later)│  │
 //!                 └──────────────┴──────────── due / woken ◄────────────────┘──┘
@@ -64,6 +65,14 @@ pub const TICK_US: u64 = 10_000;
 /// Ticks a task may run in ring 3 before the timer preempts it.
 pub const SLICE_TICKS: u64 = 1;
 
+/// A contended lock's release counter, as a parked task names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LockCounter(*const AtomicU64);
+
+// SAFETY: it points into a `RankedMutex` that outlives the park (see
+// `wake_due`); only atomics are read through it.
+unsafe impl Send for LockCounter {}
+
 /// Why the running task gives up the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Park {
@@ -73,6 +82,9 @@ enum Park {
     Sleep(u64),
     /// Until any interrupt after this epoch.
     Irq(u64),
+    /// Until the contended lock is released or an interrupt arrives:
+    /// (interrupt epoch seen, the lock's release counter, its value seen).
+    Lock(u64, LockCounter, u64),
     /// Until [`wake`].
     Blocked,
     /// For good.
@@ -229,15 +241,16 @@ pub fn preempt_point() {
 }
 
 /// The contention hook: a lock is held by a task that is not running.
-/// With interrupts on, let it run (or wait for the interrupt it waits for).
-fn on_contended() {
+/// With interrupts on, sleep until a lock is released or an interrupt
+/// comes (the holder, asleep in a device wait, needs one), so contenders
+/// never spin against each other.
+fn on_contended(releases: &AtomicU64) {
     if !started() || !interrupts::are_enabled() {
         core::hint::spin_loop();
         return;
     }
-    let epoch = irq::epoch();
-    let anyone_ready = interrupts::without_interrupts(|| !cpu().rq.lock().ready.is_empty());
-    reschedule(if anyone_ready { Park::Ready } else { Park::Irq(epoch) });
+    // Seen before parking: a release in between makes the park due at once.
+    reschedule(Park::Lock(irq::epoch(), LockCounter(releases), releases.load(Ordering::SeqCst)));
 }
 
 /// `irq::wait_until` once the scheduler runs: sleep until the next
@@ -268,6 +281,9 @@ impl RunQueue {
             let due = match self.waiting[i].1 {
                 Park::Sleep(until) => now >= until,
                 Park::Irq(seen) => epoch != seen,
+                // SAFETY: the parked task is inside `RankedMutex::lock` of the
+                // mutex that owns this counter: the mutex outlives the park.
+                Park::Lock(seen, counter, was) => epoch != seen || unsafe { (*counter.0).load(Ordering::SeqCst) } != was,
                 _ => false,
             };
             if due {
@@ -296,6 +312,7 @@ fn reschedule(park: Park) {
         Park::Ready => TaskState::Ready,
         Park::Sleep(_) => TaskState::Sleeping,
         Park::Irq(_) => TaskState::WaitDevice,
+        Park::Lock(..) => TaskState::WaitLock,
         Park::Blocked => TaskState::Blocked,
         Park::Exit => TaskState::Dead,
     });

@@ -40,6 +40,8 @@ pub enum TaskState {
     /// Waiting to be woken (a child's exit).
     Blocked = 4,
     Dead = 5,
+    /// Waiting for a lock another task holds.
+    WaitLock = 6,
 }
 
 impl TaskState {
@@ -51,6 +53,7 @@ impl TaskState {
             Self::WaitDevice => "waiting (device)",
             Self::Blocked => "blocked (wait)",
             Self::Dead => "dead",
+            Self::WaitLock => "waiting (lock)",
         }
     }
 }
@@ -155,6 +158,7 @@ impl Task {
             2 => TaskState::Sleeping,
             3 => TaskState::WaitDevice,
             4 => TaskState::Blocked,
+            6 => TaskState::WaitLock,
             _ => TaskState::Dead,
         }
     }
