@@ -41,6 +41,16 @@
 //!    interrupts off; interrupts only count, and `WaitIrq` compares the
 //!    interrupt epoch it saw before checking.
 
+//!
+//! # For more CPUs (issue 16)
+//! What is per-CPU already: the [`Cpu`] record (run queue, counters, kernel
+//! CR3). What is still global and must move into it: the TSS (its `rsp0`),
+//! the held-lock counts of `sync`, and [`cpu`] (which returns entry 0).
+//! Switching must then keep the run-queue lock across the stack switch (or
+//! mark the old task "switching out") so another CPU cannot pick it up
+//! while its registers are still being saved, and `wake` must be able to
+//! kick a remote CPU out of `hlt` with an IPI.
+
 mod switch;
 mod task;
 
