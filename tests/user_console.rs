@@ -43,6 +43,12 @@ fn run_ps_wait() {
     assert!(exec(&mut w, &alloc::format!("wait {pid}")).is_err(), "reaped already");
     let ps = exec(&mut w, "ps").expect("ps");
     assert!(!ps.contains(&alloc::format!("pid {pid:<4} spin")), "reaped: {ps}");
+    let out = exec(&mut w, "run spin 100000 &").expect("a long hog");
+    let hog: u32 = out.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("a pid");
+    assert!(exec(&mut w, &alloc::format!("stop {hog}")).expect("stop").contains("told to end"));
+    let out = exec(&mut w, &alloc::format!("wait {hog}")).expect("wait");
+    assert!(out.contains("exited with status -9: killed"), "{out}");
+    assert!(exec(&mut w, &alloc::format!("stop {hog}")).is_err(), "gone");
     assert!(exec(&mut w, "run no-such-program").unwrap_err().contains("no such program"));
     assert!(exec(&mut w, "run").is_err());
     assert!(exec(&mut w, "wait 99999999999").is_err());

@@ -85,6 +85,7 @@ pub static COMMANDS: &[Command<World>] = &[
     Command { name: "ps", usage: "ps", about: "list processes (console address spaces, and user processes with their state)", run: mem::ps },
     Command { name: "run", usage: "run <program> [args...] [&]", about: "run a user program in ring 3 (`&`: in the background)", run: prog::run },
     Command { name: "wait", usage: "wait <pid>", about: "wait for a background user process and reap it", run: prog::wait },
+    Command { name: "stop", usage: "stop <pid>", about: "end a user process (it exits with status -9)", run: prog::stop },
     Command { name: "programs", usage: "programs", about: "list the user programs embedded in the kernel", run: prog::programs },
     Command { name: "kill", usage: "kill <pid>", about: "exit a process: mirrors torn down, memory freed", run: mem::kill },
     Command { name: "mmap", usage: "mmap <pid> <len> [r|rw|rx|rwx] [at=<addr>] [fixed]", about: "map anonymous zero-filled memory", run: mem::mmap },

@@ -1,6 +1,6 @@
 //! Console commands on user programs: `run` a program in ring 3 (in the
 //! foreground, or in the background with a trailing `&`), `wait` for a
-//! background one, `programs` lists what is embedded. `ps` (in `mem`)
+//! background one, `stop` ends one, `programs` lists what is embedded. `ps` (in `mem`)
 //! lists user processes with their state beside the console's own.
 
 use super::World;
@@ -52,6 +52,17 @@ fn report(out: Out<'_>, pid: proc::Pid, program: &str) -> Result<(), ShellError>
             let _ = writeln!(out);
         }
     }
+    Ok(())
+}
+
+pub fn stop(_: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let n = a.number("pid")?;
+    a.done()?;
+    let pid = proc::Pid::try_from(n).map_err(|_| fail(alloc::format!("no user process {n}")))?;
+    if !proc::kill(pid) {
+        return Err(fail(alloc::format!("no running user process {pid} (see `ps`)")));
+    }
+    let _ = writeln!(out, "process {pid} told to end (status -9 at its next return to ring 3)");
     Ok(())
 }
 
