@@ -14,6 +14,10 @@
 //!       ├─ local APIC, PICs masked, sti   (irq)
 //!       └─ main(&BootInfo)                (the binary's)
 //! ```
+//!
+//! User processes ([`proc`]) start the scheduler ([`sched`]) on the first
+//! spawn: the running kernel thread becomes task 0, the LAPIC timer ticks,
+//! and ring-3 traps go to `proc`.
 #![no_std]
 
 extern crate alloc;
