@@ -168,6 +168,18 @@ pub fn run() -> bool {
     drop(hmm);
     acc0.unbind();
     acc1.unbind();
+    drop(acc0);
+    drop(acc1);
+
+    println!("\n11. A real program: `demo` runs in ring 3 in its own address space, and hands accel0 its own pointer.");
+    match crate::proc::spawn("demo", b"") {
+        Ok(pid) => {
+            let info = crate::proc::wait_exit(pid);
+            d.check(info.as_ref().is_some_and(|i| i.status == 0 && i.report.is_none()), "the device's result is in the program's memory, byte for byte (checked by the program)");
+        }
+        Err(e) => d.check(false, &alloc::format!("start the program: {e}")),
+    }
+
     let io = crate::platform::init().map(|p| p.iommu.lock().stats()).unwrap_or_default();
     println!("\nVT-d totals: {} page-selective and {} domain-wide IOTLB invalidations, {} faults recorded.", io.page_invalidations, io.domain_invalidations, io.faults);
     print!("\n{} checks held, {} failed. ", d.held, d.failed);

@@ -18,6 +18,10 @@
 //! **New here? Start with [`guide`]**: why HMM, the words, and three walks
 //! through the source (one device fault, one fork, one munmap) tied to the
 //! console output, with exercises.
+//!
+//! User processes ([`proc`]) start the scheduler ([`sched`]) on the first
+//! spawn: the running kernel thread becomes task 0, the LAPIC timer ticks,
+//! and ring-3 traps go to `proc`.
 #![no_std]
 // The reading path (`cargo docs`) renders private items too, so a link from
 // public docs to a private helper is a working link there.
@@ -49,7 +53,9 @@ pub mod hmmdev;
 pub mod irq;
 pub mod mm;
 pub mod platform;
+pub mod proc;
 pub mod qemu;
+pub mod sched;
 pub mod shell;
 pub mod sync;
 pub mod testing;

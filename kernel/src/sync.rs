@@ -10,7 +10,13 @@
 //!        (hmm's mirror list and mirror tables)  the notifier, inside the address-space lock
 //!  3     Device        (platform::accels)      one DMA
 //!  4     Iommu         (platform::iommu)       faults, attach/detach, IOTLB invalidation
+//!  5     Process       (proc::PROCS)            the process table: pids, parents, exit status
+//!  6     RunQueue      (sched per-CPU queues)   pick/park/wake; always with interrupts off
 //! ```
+//!
+//! The process table and the run queues are leaves for everything above:
+//! nothing of rank 1-4 is taken while they are held, and the run queue is
+//! taken inside the process table (an exit wakes its parent).
 //!
 //! A job holds its accelerator; a device fault enters the address space,
 //! whose notifier enters HMM, whose driver update takes the IOMMU; a DMA
@@ -22,12 +28,21 @@
 //! day two CPUs interleave it into a deadlock. Locks of equal rank may nest
 //! (two address spaces in a fork); their order is the caller's own rule.
 //!
-//! The held-rank counters are global: correct while the kernel runs on one
-//! CPU (today). With more CPUs they must become per-CPU.
+//! The held-rank counters belong to the running task: a task may sleep
+//! holding locks (a device job sleeps in its DMA wait holding its
+//! accelerator), so the scheduler swaps the counters at every context
+//! switch ([`save_held`], [`restore_held`]). With more CPUs the live copy becomes per-CPU.
+//!
+//! # Contention
+//! One CPU spinning on a lock whose holder is asleep would spin forever.
+//! When [`RankedMutex::lock`] finds the lock taken, it calls the contention
+//! hook the scheduler installs ([`set_contended_hook`]): with interrupts on,
+//! the spinner sleeps until that lock is released (each lock counts its
+//! releases) or an interrupt arrives, so the holder can run and nobody spins.
 
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A lock's place in the kernel's lock order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,6 +52,8 @@ pub enum LockRank {
     AddressSpace = 2,
     Device = 3,
     Iommu = 4,
+    Process = 5,
+    RunQueue = 6,
 }
 
 impl fmt::Display for LockRank {
@@ -46,37 +63,86 @@ impl fmt::Display for LockRank {
             LockRank::AddressSpace => "address space",
             LockRank::Device => "device",
             LockRank::Iommu => "IOMMU",
+            LockRank::Process => "process table",
+            LockRank::RunQueue => "run queue",
         };
         write!(f, "{name} (rank {})", *self as u8)
     }
 }
 
-const RANKS: usize = 5;
+/// Number of rank slots (index = rank; slot 0 unused).
+pub const RANKS: usize = 7;
 /// How many locks of each rank are held right now.
 static HELD: [AtomicU32; RANKS] = [const { AtomicU32::new(0) }; RANKS];
 
 /// The highest-ranked lock held above `rank`, if any.
 fn held_above(rank: LockRank) -> Option<LockRank> {
-    [LockRank::Iommu, LockRank::Device, LockRank::AddressSpace, LockRank::HmmAccel]
+    [LockRank::RunQueue, LockRank::Process, LockRank::Iommu, LockRank::Device, LockRank::AddressSpace, LockRank::HmmAccel]
         .into_iter()
         .find(|&r| r > rank && HELD[r as usize].load(Ordering::Relaxed) > 0)
+}
+
+/// The held-lock counts of one task (see the module docs).
+pub type HeldRanks = [u32; RANKS];
+
+/// The live held-lock counts, for the task being switched out (the
+/// scheduler, with interrupts off).
+pub fn save_held() -> HeldRanks {
+    core::array::from_fn(|i| HELD[i].load(Ordering::Relaxed))
+}
+
+/// Make `saved` the live held-lock counts (the task being switched in).
+pub fn restore_held(saved: &HeldRanks) {
+    for (live, s) in HELD.iter().zip(saved.iter()) {
+        live.store(*s, Ordering::Relaxed);
+    }
+}
+
+/// How many locks of `rank` the running task holds.
+pub fn held(rank: LockRank) -> u32 {
+    HELD[rank as usize].load(Ordering::Relaxed)
+}
+
+static CONTENDED_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// What runs while a lock is taken by someone else: it gets the lock's
+/// release counter (the scheduler sleeps until it changes).
+pub type ContendedHook = fn(&AtomicU64);
+
+/// Install the contention hook (the scheduler's).
+pub fn set_contended_hook(hook: ContendedHook) {
+    CONTENDED_HOOK.store(hook as usize, Ordering::SeqCst);
+}
+
+fn contended(releases: &AtomicU64) {
+    let h = CONTENDED_HOOK.load(Ordering::Relaxed);
+    if h == 0 {
+        core::hint::spin_loop();
+    } else {
+        // SAFETY: only `set_contended_hook` stores non-zero values, always a `ContendedHook`.
+        let h: ContendedHook = unsafe { core::mem::transmute::<usize, ContendedHook>(h) };
+        h(releases);
+    }
 }
 
 /// A `spin::Mutex` that knows its rank.
 pub struct RankedMutex<T> {
     rank: LockRank,
+    /// Times this lock was released (a contender sleeps until it changes).
+    releases: AtomicU64,
     inner: spin::Mutex<T>,
 }
 
 /// The guard of a [`RankedMutex`]; releases the rank on drop.
 pub struct RankedGuard<'a, T> {
     rank: LockRank,
+    releases: &'a AtomicU64,
     guard: spin::MutexGuard<'a, T>,
 }
 
 impl<T> RankedMutex<T> {
     pub const fn new(rank: LockRank, value: T) -> Self {
-        RankedMutex { rank, inner: spin::Mutex::new(value) }
+        RankedMutex { rank, releases: AtomicU64::new(0), inner: spin::Mutex::new(value) }
     }
 
     pub fn rank(&self) -> LockRank {
@@ -90,16 +156,26 @@ impl<T> RankedMutex<T> {
                 panic!("lock order violated: taking the {} lock while holding the {} lock", self.rank, above);
             }
         }
-        let guard = self.inner.lock();
+        let guard = loop {
+            if let Some(g) = self.inner.try_lock() {
+                break g;
+            }
+            contended(&self.releases);
+        };
         HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
-        RankedGuard { rank: self.rank, guard }
+        RankedGuard { rank: self.rank, releases: &self.releases, guard }
     }
 
-    /// Take the lock if it is free (no order check: trying cannot deadlock).
+    /// Take the lock if it is free (the rank is checked as in [`lock`](Self::lock)).
     pub fn try_lock(&self) -> Option<RankedGuard<'_, T>> {
+        if cfg!(debug_assertions) {
+            if let Some(above) = held_above(self.rank) {
+                panic!("lock order violated: taking the {} lock while holding the {} lock", self.rank, above);
+            }
+        }
         let guard = self.inner.try_lock()?;
         HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
-        Some(RankedGuard { rank: self.rank, guard })
+        Some(RankedGuard { rank: self.rank, releases: &self.releases, guard })
     }
 
     /// Exclusive access without locking (the owner has `&mut`).
@@ -111,6 +187,9 @@ impl<T> RankedMutex<T> {
 impl<T> Drop for RankedGuard<'_, T> {
     fn drop(&mut self) {
         HELD[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
+        // (The spin lock itself is released right after this, when `guard`
+        // drops; a woken waiter that still finds it taken sleeps again.)
+        self.releases.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -19,6 +19,8 @@ OPTIONS:
   --console              after boot, open the hmm> console on the serial line
                          (stdin); `cargo run -- --console < script.txt` runs a script
   --bench                run the in-guest benchmarks (release build, icount shift=0)
+  --run PROGRAM          run a user program in ring 3 (e.g. hmm-tests, hello);
+                         the exit status is 0 only if the program's was
   --cmdline \"...\"        extra kernel command line: log=debug (one line per HMM
                          event), log=trace (per page-table entry)
   --gdb[=PORT]           QEMU waits for gdb on 127.0.0.1:PORT (default 1234):
@@ -96,6 +98,14 @@ pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
                     o.machine.accel = Accel::Tcg { icount_shift: Some(0) };
                 }
             }
+            "--run" => {
+                let v = value("--run")?;
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(format!("--run takes a program name (letters, digits, - and _), not `{v}`"));
+                }
+                o.mode = Some("run");
+                cmdline.push(format!("program={v}"));
+            }
             "--cmdline" => cmdline.push(value("--cmdline")?),
             "--gdb" => o.machine.gdb = Some(DEFAULT_GDB_PORT),
             g if g.starts_with("--gdb=") => {
@@ -169,10 +179,20 @@ mod tests {
     }
 
     #[test]
+    fn run_a_program() {
+        let o = p(&["--run", "hmm-tests"]).unwrap().unwrap();
+        assert_eq!(o.mode, Some("run"));
+        assert_eq!(o.machine.cmdline, "mode=run program=hmm-tests");
+        assert!(p(&["--run", "a b"]).is_err(), "no spaces: one word on the kernel command line");
+        assert!(p(&["--run", "x=y"]).is_err());
+        assert!(p(&["--run"]).is_err());
+    }
+
+    #[test]
     fn help() {
         assert!(p(&["--help"]).unwrap().is_none());
         assert!(p(&["-h"]).unwrap().is_none());
-        for opt in ["--accel", "--gdb[=PORT]", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout", "--trace", "EXIT STATUS", "124"] {
+        for opt in ["--accel", "--gdb[=PORT]", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout", "--trace", "--run", "EXIT STATUS", "124"] {
             assert!(HELP.contains(opt), "--help lists {opt}");
         }
     }

@@ -318,3 +318,37 @@ fn trace_writes_a_timeline_of_device_faults_and_walk2_shows_both_sides() {
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "time only moves forward");
     assert!(events.iter().any(|e| e["name"] == "thread_name" && e["args"]["name"] == "accel 0"));
 }
+
+#[test]
+fn user_programs_from_the_console() {
+    let (code, out) = run_console("scripts/console-programs.txt");
+    assert_eq!(code, 0, "the console exits cleanly:\n{out}");
+    for expected in [
+        "hmm-tests",
+        "hello from ring 3: pid 1, args \"world\"",
+        "process 1 hello exited with status 0",
+        "process 2 (spin) started in the background",
+        "user processes (ring 3):",
+        "pid 2    spin",
+        "process 2 exited with status 0",
+        "process 3 segv exited with status -11: segfault: read at 0x0: no mapping there",
+    ] {
+        assert!(out.contains(expected), "console output lacks `{expected}`:\n{out}");
+    }
+}
+
+#[test]
+fn run_hmm_tests_for_a_person() {
+    let root = launcher::workspace_root();
+    let out = Command::new(env!("CARGO_BIN_EXE_hmmos"))
+        .args(["--run", "hmm-tests", "--accel", "tcg", "--timeout", "120"])
+        .current_dir(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run the launcher");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "hmm-tests passed:\n{text}");
+    assert!(text.contains("TAP version 13") && text.contains("ok 1 - hmm.open_close"), "TAP lines:\n{text}");
+    assert!(text.contains("# hmm-tests: 39 passed, 0 failed, 9 skipped"), "the tally:\n{text}");
+}

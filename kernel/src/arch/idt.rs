@@ -1,5 +1,6 @@
 //! The interrupt descriptor table: every vector points at its stub in
-//! [`super::trap_entry`]; #DF, NMI and #MC run on their own IST stacks.
+//! [`super::trap_entry`]; #DF, NMI and #MC run on their own IST stacks;
+//! vector 0x80 is the system-call gate, the one ring 3 may invoke.
 
 use super::gdt;
 use super::trap_entry::stub;
@@ -29,9 +30,15 @@ static IDT: Lazy<InterruptDescriptorTable> = Lazy::new(|| {
         for v in 32..=255u8 {
             idt[v].set_handler_addr(stub(v));
         }
+        // The system-call gate: the only vector ring 3 may raise with `int`.
+        idt[SYSCALL_VECTOR].set_handler_addr(stub(SYSCALL_VECTOR)).set_privilege_level(x86_64::PrivilegeLevel::Ring3);
     }
     idt
 });
+
+/// The vector of `int 0x80`, the system-call gate (DPL 3). The device
+/// vector allocator never hands it out.
+pub const SYSCALL_VECTOR: u8 = 0x80;
 
 /// Load the IDT.
 pub fn init() {

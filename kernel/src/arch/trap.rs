@@ -120,9 +120,48 @@ pub fn clear_interrupt_handler(vector: u8) {
     HANDLERS[vector as usize].store(0, Ordering::SeqCst);
 }
 
+/// What runs for every trap from ring 3 (system calls, exceptions and
+/// interrupts that arrived while user code ran): the process layer's.
+pub type UserTrapHook = fn(&mut TrapFrame);
+
+static USER_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Route every trap from ring 3 to `hook`.
+pub fn set_user_trap_hook(hook: UserTrapHook) {
+    USER_HOOK.store(hook as usize, Ordering::SeqCst);
+}
+
+/// Whether the trap interrupted ring 3.
+pub fn from_user(frame: &TrapFrame) -> bool {
+    frame.cs & 3 == 3
+}
+
+/// Run the registered handler of interrupt `vector` (32..=255).
+pub fn dispatch_interrupt(vector: u8) {
+    let h = HANDLERS[vector as usize].load(Ordering::SeqCst);
+    if h == 0 {
+        log::warn!("interrupt on vector {vector} with no handler");
+    } else {
+        // SAFETY: only `set_interrupt_handler` stores non-zero values here,
+        // always an `InterruptHandler`.
+        let h: InterruptHandler = unsafe { core::mem::transmute::<usize, InterruptHandler>(h) };
+        h(vector);
+    }
+}
+
 #[no_mangle]
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector;
+    if from_user(frame) {
+        let h = USER_HOOK.load(Ordering::SeqCst);
+        if h != 0 {
+            // SAFETY: only `set_user_trap_hook` stores non-zero values, always a `UserTrapHook`.
+            let h: UserTrapHook = unsafe { core::mem::transmute::<usize, UserTrapHook>(h) };
+            return h(frame);
+        }
+        // No process layer: a ring-3 trap is fatal like any other.
+        fatal(&TrapReport { frame, cr2: (vector == 14).then(|| VirtAddr::new_truncate(Cr2::read_raw())), overflowed: None })
+    }
     if vector >= 32 {
         let h = HANDLERS[vector as usize].load(Ordering::SeqCst);
         if h == 0 {

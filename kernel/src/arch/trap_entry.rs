@@ -14,12 +14,16 @@
 //!  r15 r14 r13 r12 r11 r10 r9 r8 rbp rdi rsi rdx rcx rbx rax
 //!  vector error_code | rip cs rflags rsp ss   ← pushed by the CPU
 //! ```
+//!
+//! `trap_return` is the second half alone: with RSP at a `TrapFrame` it
+//! restores it and `iretq`s. A new task (a process's first entry to ring 3,
+//! a forked child) starts there, on a frame the scheduler built.
 
 use x86_64::VirtAddr;
 
 /// The registers of the interrupted context, as `trap_common` saved them.
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TrapFrame {
     pub r15: u64,
     pub r14: u64,
@@ -86,6 +90,8 @@ trap_common:
     mov %rsp, %rdi
     cld
     call trap_dispatch
+    .global trap_return
+trap_return:
     pop %r15
     pop %r14
     pop %r13
@@ -110,6 +116,13 @@ trap_common:
 
 extern "C" {
     static trap_stubs: u8;
+    static trap_return: u8;
+}
+
+/// The address of `trap_return` (restore a `TrapFrame` at RSP, `iretq`).
+pub fn trap_return_addr() -> u64 {
+    // Only the symbol's address is taken.
+    core::ptr::addr_of!(trap_return) as u64
 }
 
 /// The entry stub for `vector`.

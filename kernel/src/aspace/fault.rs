@@ -170,9 +170,12 @@ impl Inner {
                 }
             }
         }
+        let has_source = self.source.is_some();
         let e = self.tables().entry(va, true).map_err(|_| err(AccessFailure::OutOfMemory))?.expect("created");
         match Pte::decode(e) {
-            Pte::None if !write => {
+            // (An address space with a page source — a program image — takes
+            // the path below: its first read must see the image, not zeros.)
+            Pte::None if !write && !has_source => {
                 // A read of never-written memory: the shared zero frame,
                 // read-only; the first write copies it (it is never the only
                 // reference, so the COW path below always copies).
@@ -184,9 +187,15 @@ impl Inner {
             Pte::None => {
                 let f = frames::alloc_zeroed().map_err(|_| err(AccessFailure::OutOfMemory))?;
                 f.set_flags(FrameFlags::USER);
+                let filled = self.fill_from_source(va, &f); // a program's image (see `source`)
+                let e = self.tables().entry(va, false).ok().flatten().expect("created above");
                 pte::set_present(e, f.into_raw(), leaf_flags(vma.prot, true));
-                log::trace!("cpu.pte va={va:#x} pa={:#x} why=demand-zero", e.addr().as_u64());
-                self.stats.demand_zero += 1;
+                if filled {
+                    log::trace!("cpu.pte va={va:#x} pa={:#x} why=image", e.addr().as_u64());
+                } else {
+                    log::trace!("cpu.pte va={va:#x} pa={:#x} why=demand-zero", e.addr().as_u64());
+                    self.stats.demand_zero += 1;
+                }
             }
             Pte::Swapped { slot } => {
                 let f = frames::alloc().map_err(|_| err(AccessFailure::OutOfMemory))?;

@@ -51,6 +51,7 @@ mod fault;
 mod fork;
 pub mod notify;
 mod ops;
+mod source;
 mod pte;
 pub mod state;
 pub mod swap;
@@ -60,6 +61,7 @@ pub mod vma;
 pub use fault::{Access, AccessError, AccessFailure, CpuPte, RECLAIM_LOW, USER_FLOOR};
 pub use notify::{AspaceId, Change, ChangeKind, Listener, ListenerId};
 pub use ops::{MigrateError, PageBits};
+pub use source::PageSource;
 pub use vma::{Prot, Vma};
 
 use crate::mm::frames::{Frame, OutOfFrames};
@@ -93,6 +95,8 @@ pub struct AspaceStats {
     pub swap_cache_hits: u64,
     pub migrations: u64,
     pub notifications: u64,
+    /// New pages whose contents came from the page source (see `source`).
+    pub source_fills: u64,
 }
 
 /// Most pages one change releases through its buffer (a reclaim batch;
@@ -155,6 +159,8 @@ pub(crate) struct Inner {
     /// Where the global clock continues in this address space.
     clock_hand: u64,
     stats: AspaceStats,
+    /// Initial contents of new pages (a program's image), if any.
+    source: Option<Arc<dyn PageSource>>,
 }
 
 /// A process address space.
@@ -319,7 +325,7 @@ impl AddressSpace {
         let tables = UserTables::new()?;
         let a = Arc::new(AddressSpace {
             id: AspaceId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
-            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), clock_hand: 0, stats: AspaceStats::default() }),
+            inner: RankedMutex::new(LockRank::AddressSpace, Inner { tables: Some(tables), vmas: Vmas::default(), listeners: Listeners::default(), clock_hand: 0, stats: AspaceStats::default(), source: None }),
         });
         clock::register(&a)?;
         Ok(a)

@@ -18,6 +18,7 @@ const TIMER_INITIAL: usize = 0x380;
 const TIMER_DIVIDE: usize = 0x3e0;
 const ICR_LOW: usize = 0x300;
 const LVT_MASKED: u32 = 1 << 16;
+const LVT_PERIODIC: u32 = 1 << 17;
 const NS_PER_COUNT: u64 = 16;
 
 pub struct Lapic {
@@ -69,14 +70,22 @@ impl Lapic {
     /// Fire the timer vector once after `us` microseconds.
     pub(super) fn start_oneshot_us(&self, us: u64) {
         let counts = (us.saturating_mul(1000) / NS_PER_COUNT).clamp(1, u32::MAX as u64) as u32;
-        let lvt = self.read(LVT_TIMER) & !LVT_MASKED;
+        let lvt = self.read(LVT_TIMER) & !(LVT_MASKED | LVT_PERIODIC);
+        self.write(LVT_TIMER, lvt);
+        self.write(TIMER_INITIAL, counts);
+    }
+
+    /// Fire the timer vector every `us` microseconds (the scheduler's tick).
+    pub(crate) fn start_periodic_us(&self, us: u64) {
+        let counts = (us.saturating_mul(1000) / NS_PER_COUNT).clamp(1, u32::MAX as u64) as u32;
+        let lvt = (self.read(LVT_TIMER) & !LVT_MASKED) | LVT_PERIODIC;
         self.write(LVT_TIMER, lvt);
         self.write(TIMER_INITIAL, counts);
     }
 
     pub(super) fn stop_timer(&self) {
         self.write(TIMER_INITIAL, 0);
-        let lvt = self.read(LVT_TIMER) | LVT_MASKED;
+        let lvt = (self.read(LVT_TIMER) | LVT_MASKED) & !LVT_PERIODIC;
         self.write(LVT_TIMER, lvt);
     }
 }

@@ -18,6 +18,12 @@
 //! (armed only while someone waits), so a device that never answers is an
 //! error, never a hang.
 //!
+//! Once the scheduler runs (see [`crate::sched`]), the LAPIC timer ticks
+//! periodically instead, and [`wait_until`] hands its wait to the
+//! scheduler's hook: the waiting task sleeps until the next interrupt
+//! (any: [`epoch`] counts them) and re-checks, while other tasks run; its
+//! timeout is counted in ticks.
+//!
 //! Handlers run with interrupts disabled and must not allocate or take locks
 //! that kernel code holds with interrupts enabled: they only bump counters.
 
@@ -36,8 +42,28 @@ static LAPIC: Once<Lapic> = Once::new();
 /// How many times each vector fired since boot.
 static COUNTS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 
-/// The vector of the LAPIC timer (wakes a waiter whose time is up).
-const TIMER_VECTOR: u8 = 0xfe;
+/// The vector of the LAPIC timer (wakes a waiter whose time is up; the
+/// scheduler's tick).
+pub const TIMER_VECTOR: u8 = 0xfe;
+
+/// Interrupts handled since boot (any vector): a sleeper waiting for "the
+/// next interrupt" compares it.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// How many device or timer interrupts were handled since boot.
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::SeqCst)
+}
+
+/// A wait handed to the scheduler: `(timeout_us, done)`.
+pub type WaitHook = fn(u64, &mut dyn FnMut() -> bool) -> Result<(), TimedOut>;
+
+static WAIT_HOOK: spin::Once<WaitHook> = spin::Once::new();
+
+/// From now on every [`wait_until`] goes to `hook` (set once, by the scheduler).
+pub fn set_wait_hook(hook: WaitHook) {
+    WAIT_HOOK.call_once(|| hook);
+}
 /// Spurious-interrupt vector (SVR); its low 4 bits must be 1s on old CPUs.
 const SPURIOUS_VECTOR: u8 = 0xff;
 
@@ -68,6 +94,7 @@ pub fn msi_message(vector: &Vector) -> (u64, u32) {
 /// The handler every allocated vector gets: count, acknowledge.
 fn on_vector(vector: u8) {
     COUNTS[vector as usize].fetch_add(1, Ordering::SeqCst);
+    EPOCH.fetch_add(1, Ordering::SeqCst);
     lapic().eoi();
 }
 
@@ -93,6 +120,9 @@ impl core::fmt::Display for TimedOut {
 /// of (virtual) time passed.
 pub fn wait_until(timeout_us: u64, mut done: impl FnMut() -> bool) -> Result<(), TimedOut> {
     use x86_64::instructions::interrupts;
+    if let Some(hook) = WAIT_HOOK.get() {
+        return hook(timeout_us, &mut done);
+    }
     let lapic = lapic();
     let timer_before = count(TIMER_VECTOR);
     lapic.start_oneshot_us(timeout_us);

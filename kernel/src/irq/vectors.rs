@@ -29,6 +29,9 @@ impl Vector {
     /// Take a free vector.
     pub fn alloc() -> Result<Vector, NoVectorLeft> {
         for v in FIRST..=LAST {
+            if v == crate::arch::idt::SYSCALL_VECTOR {
+                continue; // the system-call gate, never a device's
+            }
             let (w, bit) = ((v / 64) as usize, 1u64 << (v % 64));
             if USED[w].fetch_or(bit, Ordering::SeqCst) & bit == 0 {
                 crate::arch::trap::set_interrupt_handler(v, super::on_vector);

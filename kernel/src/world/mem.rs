@@ -20,8 +20,8 @@ pub fn spawn(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
 
 pub fn ps(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
     a.done()?;
-    if w.procs.is_empty() {
-        let _ = writeln!(out, "no processes (try `spawn`)");
+    if w.procs.is_empty() && crate::proc::list().is_empty() {
+        let _ = writeln!(out, "no processes (try `spawn`, or `run hello`)");
     }
     for (id, p) in &w.procs {
         let s = p.aspace.stats();
@@ -30,6 +30,7 @@ pub fn ps(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellErro
             let _ = writeln!(out, "  {:#014x}-{:#014x} {} ({} pages)", v.range.start(), v.range.end(), v.prot, v.range.pages());
         }
     }
+    super::prog::ps_user(out);
     Ok(())
 }
 

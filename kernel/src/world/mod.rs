@@ -8,6 +8,7 @@
 
 pub mod dev;
 pub mod mem;
+pub mod prog;
 pub mod view;
 
 use crate::aspace::AddressSpace;
@@ -81,7 +82,11 @@ pub(crate) fn pid(a: &mut Args<'_>) -> Result<Pid, ShellError> {
 /// The console's commands.
 pub static COMMANDS: &[Command<World>] = &[
     Command { name: "spawn", usage: "spawn", about: "create a process (an empty address space with HMM attached)", run: mem::spawn },
-    Command { name: "ps", usage: "ps", about: "list processes with their areas and resident pages", run: mem::ps },
+    Command { name: "ps", usage: "ps", about: "list processes (console address spaces, and user processes with their state)", run: mem::ps },
+    Command { name: "run", usage: "run <program> [args...] [&]", about: "run a user program in ring 3 (`&`: in the background)", run: prog::run },
+    Command { name: "wait", usage: "wait <pid>", about: "wait for a background user process and reap it", run: prog::wait },
+    Command { name: "stop", usage: "stop <pid>", about: "end a user process (it exits with status -9)", run: prog::stop },
+    Command { name: "programs", usage: "programs", about: "list the user programs embedded in the kernel", run: prog::programs },
     Command { name: "kill", usage: "kill <pid>", about: "exit a process: mirrors torn down, memory freed", run: mem::kill },
     Command { name: "mmap", usage: "mmap <pid> <len> [r|rw|rx|rwx|none] [at=<addr>] [fixed]", about: "map anonymous zero-filled memory", run: mem::mmap },
     Command { name: "munmap", usage: "munmap <pid> <addr> <len>", about: "unmap a page-aligned range (areas split)", run: mem::munmap },
