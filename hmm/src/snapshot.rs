@@ -96,10 +96,8 @@ where
             if !m.is_alive() {
                 return Err(err(DeviceFaultKind::Released));
             }
-            let leaves: Vec<(u64, Leaf)> = range
-                .page_addrs()
-                .filter_map(|va| space.walk(va).map(|p| (va, Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false })))
-                .collect();
+            let mut leaves: Vec<(u64, Leaf)> = Vec::new();
+            space.walk_range(range, &mut |va, p| leaves.push((va, Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false })));
             match self.commit_leaves(m, range, &leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
                 Ok(()) => return Ok(leaves.len() as u64),
                 Err(Ok(())) => continue,

@@ -24,6 +24,21 @@ pub enum PageState {
 }
 
 impl AddressSpace {
+    /// Every accessible resident page of `range`, in address order, under
+    /// one lock and one page-table walk per leaf table (what `walk` does per
+    /// page). A pure read, like `walk`. `f` runs under the address-space
+    /// lock: it must not call back into this address space.
+    pub fn walk_range(&self, range: hmm::VaRange, f: &mut dyn FnMut(u64, CpuPte)) {
+        let mut inner = self.lock();
+        inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
+            if let Pte::Present { frame, flags } = Pte::decode(e) {
+                if flags.contains(F::USER_ACCESSIBLE) {
+                    f(va, CpuPte { frame, writable: flags.contains(F::WRITABLE), dirty: flags.contains(F::DIRTY), accessed: flags.contains(F::ACCESSED) });
+                }
+            }
+        });
+    }
+
     /// The CPU's state of the page at `addr` (a pure read: nothing is
     /// faulted, allocated, swapped in or marked accessed).
     pub fn page_state(&self, addr: u64) -> PageState {

@@ -58,6 +58,12 @@ impl MirroredSpace for KernelSpace {
         }
     }
 
+    fn walk_range(&self, range: VaRange, f: &mut dyn FnMut(u64, CpuPage)) {
+        if let Some(a) = self.aspace.upgrade() {
+            a.walk_range(range, &mut |va, p| f(va, CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable }));
+        }
+    }
+
     fn page_state(&self, va: u64) -> hmm::CpuPageState {
         use aspace::state::PageState as S;
         use hmm::CpuPageState as H;
