@@ -239,7 +239,7 @@ fn summary() {
     println!("{:>8} {:>11} {:>14} {:>14} {:>9} {:>13}", "N", "operation", "hmm pages/s", "peer pages/s", "×peer", "memset share");
     let mut readme = Vec::new();
     for &n in &SIZES {
-        let k = if n > 512 { 7 } else { 300 };
+        let k = if n > 512 { 15 } else { 300 };
         let mem = best(k, || (), |_| memset(&mut buf, n));
         let rows = [
             ("populate", best(k, || Pt::new(&pool).unwrap(), |pt| hmm_populate(pt, n)), best(k, || Peer::new(&pool), |mut p| { p.populate(n); p })),

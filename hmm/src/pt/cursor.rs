@@ -157,25 +157,28 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
     pub fn populate(&mut self, start: VirtAddr, leaves: impl IntoIterator<Item = Leaf>) -> Result<usize, OutOfTableMemory> {
         let mut va = start.as_u64();
         check_va(va);
-        let mut leaves = leaves.into_iter().peekable();
+        let mut leaves = leaves.into_iter();
         let mut written = 0;
-        while leaves.peek().is_some() {
+        // The first leaf of each node is taken before its walk, so the inner
+        // loop is one `next` and one store per page (no peeking).
+        while let Some(first) = leaves.next() {
             assert!(va < VA_END, "populate runs past the 48-bit range");
             self.leaf_node(va, true)?;
             let entries = &self.entries()[index(va, 1)..];
-            let (mut n, mut new) = (0, 0);
-            if self.fresh {
+            let fresh = self.fresh;
+            let old = entries[0].load(Ordering::Relaxed);
+            entries[0].store(L::encode_leaf(first), Ordering::Release);
+            let (mut n, mut new) = (1, (fresh || L::decode_leaf(old).is_none()) as usize);
+            if fresh {
                 // A node this cursor just made: every entry is zero, each
                 // leaf is new — stores only.
-                for entry in entries {
-                    let Some(leaf) = leaves.next() else { break };
+                for (entry, leaf) in entries[1..].iter().zip(leaves.by_ref()) {
                     entry.store(L::encode_leaf(leaf), Ordering::Release);
                     n += 1;
                 }
                 new = n;
             } else {
-                for entry in entries {
-                    let Some(leaf) = leaves.next() else { break };
+                for (entry, leaf) in entries[1..].iter().zip(leaves.by_ref()) {
                     let old = entry.load(Ordering::Relaxed);
                     entry.store(L::encode_leaf(leaf), Ordering::Release);
                     new += L::decode_leaf(old).is_none() as usize;
@@ -185,10 +188,8 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
             self.fresh = false;
             written += n;
             va += n as u64 * PAGE;
-            if new > 0 {
-                self.add_leaf_live(new);
-                self.pt.leaves += new;
-            }
+            self.add_leaf_live(new);
+            self.pt.leaves += new;
         }
         Ok(written)
     }

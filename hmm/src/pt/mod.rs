@@ -22,8 +22,12 @@
 //!   rescans a node to learn whether it emptied, and stops scanning a node
 //!   once it has seen all its live entries. [`Updated::visited`] counts the
 //!   entries an update looked at, so tests can check that the work is
-//!   proportional to the entries cleared. The table still costs 8 bytes per
-//!   densely mapped page plus 1/512 of that per level.
+//!   proportional to the entries cleared. [`PageTable::clear`] (no
+//!   per-leaf callback) goes further: a node whose whole span is cleared is
+//!   unlinked as it is, its leaves counted from the counts; its stale
+//!   entries are reachable only through caches flushed before `release`,
+//!   and table memory is zeroed when handed out again. The table still
+//!   costs 8 bytes per densely mapped page plus 1/512 of that per level.
 //! * Writes go through a [`Cursor`] that holds the path to its current
 //!   leaf node: consecutive pages cost one entry store each, a walk from
 //!   the root happens only when the cursor leaves its 2 MiB leaf node (and
