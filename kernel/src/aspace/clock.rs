@@ -124,7 +124,7 @@ impl Inner {
                         return true;
                     }
                     if flags.contains(F::ACCESSED) {
-                        pte::set_present(e, frame, flags & !F::ACCESSED);
+                        pte::clear_flags(e, F::ACCESSED);
                         if active {
                             x86_64::instructions::tlb::flush(page(va).start_address());
                         }

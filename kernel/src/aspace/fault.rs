@@ -217,7 +217,7 @@ impl Inner {
             Pte::Present { frame, flags } if write && !flags.contains(F::WRITABLE) => {
                 if frames::refcount(frame) == 1 {
                     // Nobody shares it any more: reuse, no copy, nothing to notify.
-                    pte::set_present(e, frame, flags | F::WRITABLE);
+                    pte::set_flags(e, F::WRITABLE);
                     log::trace!("cpu.pte va={va:#x} pa={:#x} why=cow-reuse", frame.start_address().as_u64());
                     self.stats.cow_reuses += 1;
                     if self.active() {

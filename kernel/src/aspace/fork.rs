@@ -49,9 +49,11 @@ impl AddressSpace {
                         }
                     };
                     match Pte::decode(e) {
-                        Pte::Present { frame, flags } => {
+                        Pte::Present { frame, .. } => {
+                            // Write-protect atomically; decide with the flags
+                            // as they were at that instant (Dirty included).
+                            let flags = pte::clear_flags(e, F::WRITABLE);
                             if flags.contains(F::WRITABLE) {
-                                pte::set_present(e, frame, flags & !F::WRITABLE);
                                 tlb.add(page(va));
                             }
                             if flags.contains(F::DIRTY) {

@@ -451,11 +451,13 @@ impl AddressSpace {
         inner.change(self.id, Change { range: r, kind }, |inner, tlb, _| {
             inner.vmas.protect(r, prot);
             inner.tables().for_each(r.start(), r.end(), &mut |va, e| {
-                if let Pte::Present { frame, flags } = Pte::decode(e) {
-                    let keep_w = flags.contains(F::WRITABLE) && prot.contains(Prot::WRITE);
-                    let new = (flags & (F::ACCESSED | F::DIRTY)) | leaf_flags(prot, keep_w);
-                    if new != flags {
-                        pte::set_present(e, frame, new);
+                if let Pte::Present { .. } = Pte::decode(e) {
+                    let new_flags = |flags: F| {
+                        let keep_w = flags.contains(F::WRITABLE) && prot.contains(Prot::WRITE);
+                        (flags & (F::ACCESSED | F::DIRTY)) | leaf_flags(prot, keep_w)
+                    };
+                    let old = pte::update_flags(e, new_flags);
+                    if new_flags(old) != old {
                         tlb.add(page(va));
                     }
                 }
@@ -471,8 +473,8 @@ impl Inner {
     pub(crate) fn mark_dirty(&mut self, va: u64) {
         if let Ok(Some(e)) = self.tables().entry(va & !0xfff, false) {
             match Pte::decode(e) {
-                Pte::Present { frame, flags } => {
-                    pte::set_present(e, frame, flags | F::DIRTY);
+                Pte::Present { frame, .. } => {
+                    pte::set_flags(e, F::DIRTY);
                     uncache(frame);
                 }
                 Pte::Exclusive { frame, owner, .. } => {

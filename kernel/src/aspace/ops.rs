@@ -50,10 +50,12 @@ impl AddressSpace {
         let mut out = Vec::with_capacity(resident);
         inner.change(self.id, Change { range, kind: ChangeKind::DirtyClear }, |inner, tlb, _| {
             inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
-                if let Pte::Present { frame, flags } = Pte::decode(e) {
+                if let Pte::Present { frame, .. } = Pte::decode(e) {
+                    // Read and clear in one atomic step: a bit the MMU sets
+                    // meanwhile is either reported now or kept for next time.
+                    let flags = pte::clear_flags(e, F::ACCESSED | F::DIRTY);
                     out.push(PageBits { addr: va, accessed: flags.contains(F::ACCESSED), dirty: flags.contains(F::DIRTY) });
                     if flags.intersects(F::ACCESSED | F::DIRTY) {
-                        pte::set_present(e, frame, flags & !(F::ACCESSED | F::DIRTY));
                         tlb.add(page(va));
                     }
                     if flags.contains(F::DIRTY) {

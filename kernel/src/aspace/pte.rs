@@ -20,6 +20,7 @@
 //! `invalidate_end`, when the frames may be freed.
 
 use crate::mm::direct;
+use core::sync::atomic::{AtomicU64, Ordering};
 use crate::mm::frames::{self, Frame, FrameFlags, OutOfFrames};
 use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
@@ -86,6 +87,46 @@ pub fn set_exclusive(e: &mut PageTableEntry, frame: PhysFrame, owner: u32, dirty
         flags |= F::DIRTY;
     }
     e.set_addr(frame.start_address(), flags);
+}
+
+/// The entry as the atomic word it is: the MMU sets Accessed and Dirty in
+/// a present entry on its own (a locked read-modify-write of the same
+/// word), so every change of a live leaf's flags goes through here — an
+/// atomic AND, OR or compare-exchange, never a read and a later write that
+/// could drop a bit the MMU set in between (Linux's
+/// `ptep_test_and_clear_young` / `ptep_set_wrprotect`).
+fn word(e: &mut PageTableEntry) -> &AtomicU64 {
+    // SAFETY: `PageTableEntry` is `#[repr(transparent)]` over a `u64`, and
+    // entries sit at 8-byte-aligned offsets of a page-table frame, which
+    // is `AtomicU64`'s size and alignment. The `&mut` means no other Rust
+    // reference to the word exists; the only other writer is the MMU,
+    // whose updates are atomic on every CPU.
+    unsafe { &*(e as *mut PageTableEntry as *const AtomicU64) }
+}
+
+/// Clear `flags` in a leaf atomically; returns the flags before.
+pub fn clear_flags(e: &mut PageTableEntry, flags: F) -> F {
+    F::from_bits_retain(word(e).fetch_and(!flags.bits(), Ordering::AcqRel))
+}
+
+/// Set `flags` in a leaf atomically; returns the flags before.
+pub fn set_flags(e: &mut PageTableEntry, flags: F) -> F {
+    F::from_bits_retain(word(e).fetch_or(flags.bits(), Ordering::AcqRel))
+}
+
+/// Replace a present leaf's flags by `f(old flags)` atomically (the frame
+/// stays); returns the flags before.
+pub fn update_flags(e: &mut PageTableEntry, f: impl Fn(F) -> F) -> F {
+    let w = word(e);
+    let mut old = w.load(Ordering::Acquire);
+    loop {
+        let addr = old & 0x000f_ffff_ffff_f000;
+        let new = addr | (f(F::from_bits_retain(old)) | F::PRESENT).bits() & !0x000f_ffff_ffff_f000;
+        match w.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return F::from_bits_retain(old),
+            Err(now) => old = now,
+        }
+    }
 }
 
 /// Write a swap entry.

@@ -19,7 +19,9 @@ fn main(_: &[u8]) -> i32 {
     for (i, x) in b.bytes_mut().iter_mut().enumerate() {
         *x = expected(i);
     }
-    user::sleep_ms(200); // the kernel swaps us out meanwhile
+    // The kernel swaps us out meanwhile (it looks after 50 ms; the wide
+    // margin keeps a loaded host from reordering the two).
+    user::sleep_ms(2000);
     let intact = b.bytes().iter().enumerate().all(|(i, &x)| x == expected(i));
     println!("swapper: pattern after swap-out and back: {}", if intact { "intact" } else { "CORRUPT" });
     let child = match user::fork() {
