@@ -17,7 +17,7 @@ use kernel::platform::disk::{self, DiskError};
 kernel::entry!(main);
 
 fn main(_: &'static kernel::BootInfo) -> ! {
-    kernel::testing::run("swap_disk", kernel::tests![a_page_round_trips_through_the_disk, the_disks_dma_faults_without_a_mapping, capacity_is_the_disk_size]);
+    kernel::testing::run("swap_disk", kernel::tests![a_page_round_trips_through_the_disk, many_pages_in_flight_land_in_their_places, the_disks_dma_faults_without_a_mapping, capacity_is_the_disk_size]);
 }
 
 fn fill(f: x86_64::structures::paging::PhysFrame, seed: u8) {
@@ -48,6 +48,29 @@ fn a_page_round_trips_through_the_disk() {
     d.read_page(1000, dst.frame()).expect("read");
     direct::read_frame(dst.frame(), 0, &mut b);
     assert!(b.iter().all(|&x| x == 0));
+}
+
+fn many_pages_in_flight_land_in_their_places() {
+    let d = disk::disk().expect("swap disk");
+    let mut d = d.lock();
+    let srcs: alloc::vec::Vec<_> = (0..12u8).map(|i| {
+        let f = frames::alloc_zeroed().unwrap();
+        fill(f.frame(), 40 + i);
+        f
+    }).collect();
+    // Scattered disk pages, several requests in flight per group.
+    let items: alloc::vec::Vec<_> = srcs.iter().enumerate().map(|(i, f)| (2000 + 37 * i as u64, f.frame())).collect();
+    let before = d.stats().writes;
+    d.write_pages(&items).expect("batched write");
+    assert_eq!(d.stats().writes, before + 12);
+    let dst = frames::alloc_zeroed().unwrap();
+    for (page, f) in &items {
+        d.read_page(*page, dst.frame()).expect("read");
+        let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
+        direct::read_frame(*f, 0, &mut a);
+        direct::read_frame(dst.frame(), 0, &mut b);
+        assert!(a == b, "disk page {page} holds another page's data");
+    }
 }
 
 fn the_disks_dma_faults_without_a_mapping() {

@@ -9,9 +9,10 @@
 //!     otherwise          ─► victim; BATCH victims ─► evict_batch:
 //!                            ONE SwapOut change over the batch's span
 //!                            (one notification, one IOTLB flush per mirror),
-//!                            each page written to swap (unless the swap
-//!                            cache still holds it clean), entry → swapped,
-//!                            frames freed after invalidate_end
+//!                            pages the swap cache holds clean keep their
+//!                            slot; the others are written in one batch
+//!                            (several disk requests in flight); entries →
+//!                            swapped, frames freed after invalidate_end
 //!  end of that space ─► the next registered space, from 0; at most two
 //!  full turns (the first may only clear accessed bits)
 //! ```
@@ -33,7 +34,8 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use hmm::VaRange;
 use spin::Mutex;
-use x86_64::structures::paging::PageTableFlags as F;
+use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
+use x86_64::PhysAddr;
 
 /// Pages evicted under one notification.
 pub const BATCH: usize = super::RELEASE_MAX;
@@ -164,8 +166,12 @@ impl Inner {
         let mut count = 0;
         let mut err = None;
         self.change(id, Change { range: span, kind: ChangeKind::SwapOut }, |inner, tlb, released| {
+            // Pass 1: swap-cache hits go at once; the rest need writing.
+            // (Entries are read only now: a listener may have just marked
+            // one dirty.)
+            let mut pending = [(0u64, PhysFrame::containing_address(PhysAddr::new(0))); BATCH];
+            let mut np = 0;
             for &va in vas {
-                // Read the entry only now: a listener may have just marked it dirty.
                 let Some(e) = inner.tables().entry(va, false).ok().flatten() else { continue };
                 let Pte::Present { frame, flags } = Pte::decode(e) else { continue };
                 if frames::is_zero_frame(frame) {
@@ -177,33 +183,37 @@ impl Inner {
                     count += 1;
                     continue;
                 }
-                let slot = match frames::swap_slot(frame) {
+                match frames::swap_slot(frame) {
                     // Swap cache: the slot still holds exactly this page.
                     Some(slot) if !flags.contains(F::DIRTY) && SWAP.share(slot).is_ok() => {
+                        pte::set_swapped(e, slot);
+                        tlb.add(page(va));
+                        // SAFETY: the entry held one reference; released after invalidate_end.
+                        unsafe { released.frame(frame) };
                         inner.stats.swap_cache_hits += 1;
-                        slot
+                        inner.stats.swap_outs += 1;
+                        count += 1;
                     }
                     _ => {
                         uncache(frame);
-                        match SWAP.write_new(frame) {
-                            Ok(slot) => slot,
-                            // Swap is full: this page stays; clean pages
-                            // of the batch can still go (their slots exist).
-                            Err(SwapError::Full) => {
-                                err = Some(SwapError::Full);
-                                continue;
-                            }
-                            Err(e) => {
-                                err = Some(e);
-                                break;
-                            }
-                        }
+                        pending[np] = (va, frame);
+                        np += 1;
                     }
-                };
+                }
+            }
+            // Pass 2: one batched write (several disk requests in flight).
+            let mut frames_out = [PhysFrame::containing_address(PhysAddr::new(0)); BATCH];
+            for (i, &(_, f)) in pending[..np].iter().enumerate() {
+                frames_out[i] = f;
+            }
+            let mut slots = [0u64; BATCH];
+            let (written, e) = if np > 0 { SWAP.write_batch(&frames_out[..np], &mut slots) } else { (0, None) };
+            err = e;
+            for (&(va, frame), &slot) in pending[..written].iter().zip(&slots[..written]) {
                 let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
                 pte::set_swapped(e, slot);
                 tlb.add(page(va));
-                // SAFETY: the entry held one reference; it is released after invalidate_end.
+                // SAFETY: the entry held one reference; released after invalidate_end.
                 unsafe { released.frame(frame) };
                 inner.stats.swap_outs += 1;
                 count += 1;

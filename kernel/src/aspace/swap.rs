@@ -202,25 +202,58 @@ impl SwapStore {
 
     /// Write `frame` to a new slot with one reference.
     pub fn write_new(&self, frame: PhysFrame) -> Result<u64, SwapError> {
-        let slot = self.store().lock().take()?;
-        let d = match disk::disk() {
-            Ok(d) => d,
-            Err(_) => {
-                self.release(slot);
-                return Err(SwapError::NoDisk);
+        let mut slot = [0u64];
+        match self.write_batch(&[frame], &mut slot) {
+            (1, _) => Ok(slot[0]),
+            (_, e) => Err(e.unwrap_or(SwapError::NoDisk)),
+        }
+    }
+
+    /// Write `frames` to new slots (one reference each), stored in the
+    /// same positions of `slots`; the disk has several requests in flight.
+    /// Returns how many were written — always a prefix — and the error
+    /// that stopped the rest (their slots are not taken).
+    pub fn write_batch(&self, frames: &[PhysFrame], slots: &mut [u64]) -> (usize, Option<SwapError>) {
+        let Ok(d) = disk::disk() else { return (0, Some(SwapError::NoDisk)) };
+        let mut done = 0;
+        for group in frames.chunks(disk::IN_FLIGHT) {
+            let mut items = [(0u64, group[0]); disk::IN_FLIGHT];
+            let mut k = 0;
+            let mut stop = None;
+            {
+                let mut s = self.store().lock();
+                for &f in group {
+                    match s.take() {
+                        Ok(slot) => {
+                            items[k] = (slot, f);
+                            k += 1;
+                        }
+                        Err(e) => {
+                            stop = Some(e);
+                            break;
+                        }
+                    }
+                }
             }
-        };
-        let r = d.lock().write_page(slot, frame);
-        match r {
-            Ok(()) => {
-                self.store().lock().writes += 1;
-                Ok(slot)
+            if k > 0 {
+                let r = d.lock().write_pages(&items[..k]);
+                if let Err(e) = r {
+                    for &(slot, _) in &items[..k] {
+                        self.release(slot);
+                    }
+                    return (done, Some(e.into()));
+                }
+                self.store().lock().writes += k as u64;
+                for (i, &(slot, _)) in items[..k].iter().enumerate() {
+                    slots[done + i] = slot;
+                }
+                done += k;
             }
-            Err(e) => {
-                self.release(slot);
-                Err(e.into())
+            if stop.is_some() {
+                return (done, stop);
             }
         }
+        (done, None)
     }
 
     /// Bring the store (and the swap disk) up now rather than on first use,

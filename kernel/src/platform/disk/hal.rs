@@ -32,7 +32,7 @@ pub(super) struct DiskDma {
     pub domain: Domain<KernelTableMemory>,
     pub iommu: &'static crate::sync::RankedMutex<KernelIommu>,
     /// Pages mapped for good (rings, the control frame): never unmapped by `unshare`.
-    pub permanent: [Option<PhysAddr>; 6],
+    pub permanent: [Option<PhysAddr>; 10],
 }
 
 pub(super) static DMA: Mutex<Option<DiskDma>> = Mutex::new(None);

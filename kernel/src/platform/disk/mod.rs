@@ -7,18 +7,18 @@
 //!    ─► new VT-d domain, device attached (its DMA reaches nothing yet)
 //!    ─► control frame (request header + status) mapped for good
 //!    ─► virtio-drivers: PciTransport (ACCESS_PLATFORM accepted) ─► VirtIOBlk
-//!  read_page / write_page(page index, frame):
-//!    page copied to/from the bounce frame; header in the control frame
-//!    ─► queue ─► wait for the used ring (hlt with a short timer, bounded)
-//!    ─► pop ─► VT-d fault records: one from the disk fails the transfer
-//!    ─► status
+//!  read_page / write_page(s)(page index, frame):
+//!    pages copied to/from bounce pages (up to IN_FLIGHT at once); headers
+//!    and status bytes in the control frame ─► all queued ─► wait for the
+//!    used ring (hlt with a short timer, bounded) ─► pop each
+//!    ─► VT-d fault records: one from the disk fails the transfer ─► status
 //! ```
 //!
 //! Why a bounce frame rather than mapping each page frame for its transfer:
 //! swap-out runs when frames are scarce, and mapping arbitrary frames into
 //! the domain needs IOMMU table nodes (frames) and an IOTLB flush per page.
-//! The device sees exactly two pages of RAM, both the disk's own; the copy
-//! costs a 4 KiB memcpy per page.
+//! The device sees only the disk's own pages (control + IN_FLIGHT bounce
+//! pages); the copy costs a 4 KiB memcpy per page.
 //!
 //! A device whose DMA faults (QEMU then marks it broken) or that does not
 //! answer is reset and re-initialised; the operation reports the error.
@@ -48,6 +48,10 @@ pub const VIRTIO_BLK_MODERN: u16 = 0x1042;
 /// The most of a disk used for swap: 1 TiB (the device's capacity is its
 /// word, not ours to trust; the swap store's directory is sized by it).
 pub const MAX_PAGES: u64 = 1 << 28;
+/// Requests in flight at once: each takes three descriptors (header, data,
+/// status) of the 16-entry queue (`virtio-drivers` without `alloc` uses
+/// no indirect descriptors).
+pub const IN_FLIGHT: usize = 5;
 /// Sectors per 4 KiB page.
 const SECTORS_PER_PAGE: u64 = 4096 / SECTOR_SIZE as u64;
 /// One poll: halt until the used ring moves or this much virtual time passed.
@@ -187,8 +191,8 @@ pub struct SwapDisk {
     /// Holds the request header (offset 0) and the status byte (offset 64),
     /// mapped in the disk's domain for good.
     control: PhysFrame,
-    /// The page the device reads and writes, mapped for good.
-    bounce: PhysFrame,
+    /// The pages the device reads and writes, mapped for good.
+    bounce: [PhysFrame; IN_FLIGHT],
     iommu: &'static crate::sync::RankedMutex<super::KernelIommu>,
     pages: u64,
     stats: DiskStats,
@@ -217,16 +221,22 @@ fn bring_up() -> Result<SwapDisk, String> {
         let mut iommu = p.iommu.lock();
         let domain = iommu.new_domain(super::KernelTableMemory).map_err(|e| alloc::format!("{e}"))?;
         iommu.attach(bdf, domain.id(), domain.root()).map_err(|e| alloc::format!("{e}"))?;
-        *DMA.lock() = Some(DiskDma { domain, iommu: &p.iommu, permanent: [None; 6] });
+        *DMA.lock() = Some(DiskDma { domain, iommu: &p.iommu, permanent: [None; 10] });
     }
     let control = frames::alloc_zeroed().map_err(|e| alloc::format!("{e}"))?;
     control.set_flags(FrameFlags::PAGE_TABLE);
     let control = control.into_raw(); // owned by the disk for good
-    let bounce = frames::alloc_zeroed().map_err(|e| alloc::format!("{e}"))?;
-    bounce.set_flags(FrameFlags::PAGE_TABLE);
-    let bounce = bounce.into_raw(); // owned by the disk for good
-    if !hal::map_permanent(control) || !hal::map_permanent(bounce) {
-        return Err("no IOMMU table memory for the disk's control and bounce frames".into());
+    if !hal::map_permanent(control) {
+        return Err("no IOMMU table memory for the disk's control frame".into());
+    }
+    let mut bounce = [control; IN_FLIGHT];
+    for b in bounce.iter_mut() {
+        let f = frames::alloc_zeroed().map_err(|e| alloc::format!("{e}"))?;
+        f.set_flags(FrameFlags::PAGE_TABLE);
+        *b = f.into_raw(); // owned by the disk for good
+        if !hal::map_permanent(*b) {
+            return Err("no IOMMU table memory for the disk's bounce pages".into());
+        }
     }
     let mut root = PciRoot::new(EcamAccess(&p.ecam));
     let blk = new_blk(&mut root, bdf)?;
@@ -260,25 +270,39 @@ impl SwapDisk {
 
     /// Fill `frame` from disk page `page`.
     pub fn read_page(&mut self, page: u64, frame: PhysFrame) -> Result<(), DiskError> {
-        self.transfer(Dir::Read, page)?;
-        // SAFETY: the caller owns `frame` for this call; the bounce frame is ours.
-        unsafe { direct::copy_frame(frame, self.bounce) };
+        self.transfer(Dir::Read, &[page])?;
+        // SAFETY: the caller owns `frame` for this call; the bounce page is ours.
+        unsafe { direct::copy_frame(frame, self.bounce[0]) };
         Ok(())
     }
 
     /// Write `frame` to disk page `page`.
     pub fn write_page(&mut self, page: u64, frame: PhysFrame) -> Result<(), DiskError> {
-        if page >= self.pages {
-            return Err(DiskError::OutOfRange(page));
-        }
-        // SAFETY: the bounce frame is the disk's; `frame` is live (the caller holds a reference).
-        unsafe { direct::copy_frame(self.bounce, frame) };
-        self.transfer(Dir::Write, page)
+        self.write_pages(&[(page, frame)])
     }
 
-    /// The physical page the device transfers through (for tests).
+    /// Write each `(page, frame)`, up to [`IN_FLIGHT`] requests in flight
+    /// at a time. On an error, pages of the failing group may or may not
+    /// have been written; every earlier group was.
+    pub fn write_pages(&mut self, items: &[(u64, PhysFrame)]) -> Result<(), DiskError> {
+        for group in items.chunks(IN_FLIGHT) {
+            let mut pages = [0u64; IN_FLIGHT];
+            for (i, &(page, frame)) in group.iter().enumerate() {
+                if page >= self.pages {
+                    return Err(DiskError::OutOfRange(page));
+                }
+                pages[i] = page;
+                // SAFETY: the bounce page is the disk's; `frame` is live (the caller holds a reference).
+                unsafe { direct::copy_frame(self.bounce[i], frame) };
+            }
+            self.transfer(Dir::Write, &pages[..group.len()])?;
+        }
+        Ok(())
+    }
+
+    /// The physical page the device transfers a single page through (for tests).
     pub fn bounce_frame(&self) -> PhysFrame {
-        self.bounce
+        self.bounce[0]
     }
 
     /// Test hook: the next transfer runs with the bounce page removed from
@@ -287,70 +311,108 @@ impl SwapDisk {
         hal::SKIP_NEXT_SHARE.store(true, Ordering::SeqCst);
     }
 
-    fn transfer(&mut self, dir: Dir, page: u64) -> Result<(), DiskError> {
-        if page >= self.pages {
-            return Err(DiskError::OutOfRange(page));
-        }
-        let sector = (page * SECTORS_PER_PAGE) as usize;
+    /// Request `i`'s header, status and data buffer (control frame slot
+    /// `i`, bounce page `i`).
+    ///
+    /// # Safety
+    /// One user at a time (the disk's lock), and not while the device may
+    /// use slot `i` except to pass the same buffers back to the driver.
+    unsafe fn slot<'a>(&self, i: usize) -> (&'a mut BlkReq, &'a mut BlkResp, &'a mut [u8]) {
         let ctl = direct::phys_to_virt(self.control.start_address());
-        // SAFETY: the control frame is the disk's own, mapped for the device
-        // for good; only this (locked) driver touches it, one request at a
-        // time. BlkReq and BlkResp are plain data (any bytes are valid once
-        // the defaults are written).
-        let (req, resp) = unsafe {
-            let req = &mut *ctl.as_mut_ptr::<BlkReq>();
-            let resp = &mut *(ctl + 64u64).as_mut_ptr::<BlkResp>();
-            *req = BlkReq::default();
-            *resp = BlkResp::default();
-            (req, resp)
-        };
-        let frame = self.bounce;
-        // SAFETY: the bounce frame is the disk's own, used by one request at
-        // a time under the disk's lock; the direct map covers it.
-        let buf = unsafe { core::slice::from_raw_parts_mut(direct::phys_to_virt(frame.start_address()).as_mut_ptr::<u8>(), 4096) };
-        let omitted = hal::SKIP_NEXT_SHARE.swap(false, Ordering::SeqCst);
-        if omitted {
-            hal::unmap_permanent(frame);
+        // SAFETY: per the contract; the control frame holds IN_FLIGHT
+        // headers at 32-byte strides and IN_FLIGHT status bytes from 256;
+        // BlkReq and BlkResp are plain data; the bounce page is the disk's.
+        unsafe {
+            let req = &mut *(ctl + (i * 32) as u64).as_mut_ptr::<BlkReq>();
+            let resp = &mut *(ctl + (256 + i * 32) as u64).as_mut_ptr::<BlkResp>();
+            let buf = core::slice::from_raw_parts_mut(direct::phys_to_virt(self.bounce[i].start_address()).as_mut_ptr::<u8>(), 4096);
+            (req, resp, buf)
         }
-        // SAFETY: `req`, `buf` and `resp` stay untouched until the request
-        // completes (or the device is reset below).
+    }
+
+    /// Move `pages` (at most [`IN_FLIGHT`]) between the disk and bounce
+    /// pages `0..pages.len()`, all requests in flight together.
+    fn transfer(&mut self, dir: Dir, pages: &[u64]) -> Result<(), DiskError> {
+        let n = pages.len();
+        assert!((1..=IN_FLIGHT).contains(&n), "1..={IN_FLIGHT} pages per transfer");
+        if let Some(&p) = pages.iter().find(|&&p| p >= self.pages) {
+            return Err(DiskError::OutOfRange(p));
+        }
         // Faults left from earlier work would be misattributed: clear them.
         for stale in self.iommu.lock().take_faults().records {
             log::warn!("unclaimed IOMMU fault before a disk transfer: {stale}");
         }
-        let Some(blk) = self.blk.as_mut() else { return Err(DiskError::NoDisk) };
-        let token = unsafe {
-            match dir {
-                Dir::Read => blk.read_blocks_nb(sector, req, buf, resp),
-                Dir::Write => blk.write_blocks_nb(sector, req, buf, resp),
-            }
-        };
-        let token = token.map_err(|_| {
-            self.stats.errors += 1;
-            DiskError::Queue
-        })?;
-        let mut polls = 0;
-        while blk.peek_used() != Some(token) {
-            polls += 1;
-            if polls > MAX_POLLS {
-                self.stats.errors += 1;
-                self.reset();
-                if omitted {
-                    hal::remap_permanent(frame);
-                }
-                return Err(DiskError::NoCompletion);
-            }
-            let _ = crate::irq::wait_until(POLL_US, || blk.peek_used() == Some(token));
-        }
-        // SAFETY: the same buffers as queued above.
-        let done = unsafe {
-            match dir {
-                Dir::Read => blk.complete_read_blocks(token, req, buf, resp),
-                Dir::Write => blk.complete_write_blocks(token, req, buf, resp),
-            }
-        };
+        let omitted = hal::SKIP_NEXT_SHARE.swap(false, Ordering::SeqCst);
         if omitted {
-            hal::remap_permanent(frame);
+            hal::unmap_permanent(self.bounce[0]);
+        }
+        let mut tokens = [None::<u16>; IN_FLIGHT];
+        let mut failure = None;
+        for (i, &page) in pages.iter().enumerate() {
+            let sector = (page * SECTORS_PER_PAGE) as usize;
+            // SAFETY: slot `i` is free (every earlier transfer was drained).
+            let (req, resp, buf) = unsafe { self.slot(i) };
+            *req = BlkReq::default();
+            *resp = BlkResp::default();
+            let Some(blk) = self.blk.as_mut() else { return Err(DiskError::NoDisk) };
+            // SAFETY: the slot's buffers stay untouched until the request
+            // completes (or the device is reset below).
+            let token = unsafe {
+                match dir {
+                    Dir::Read => blk.read_blocks_nb(sector, req, buf, resp),
+                    Dir::Write => blk.write_blocks_nb(sector, req, buf, resp),
+                }
+            };
+            match token {
+                Ok(t) => tokens[i] = Some(t),
+                Err(_) => {
+                    failure = Some(DiskError::Queue);
+                    break;
+                }
+            }
+        }
+        let mut polls = 0;
+        let mut status = None;
+        while tokens.iter().any(Option::is_some) {
+            let Some(blk) = self.blk.as_mut() else { return Err(DiskError::NoDisk) };
+            let Some(t) = blk.peek_used() else {
+                polls += 1;
+                if polls > MAX_POLLS || failure.is_some() {
+                    // Lost requests (or a queue in an unknown state): the
+                    // reset drops the queue; the device forgets them.
+                    self.stats.errors += 1;
+                    self.reset();
+                    if omitted {
+                        hal::remap_permanent(self.bounce[0]);
+                    }
+                    return Err(failure.unwrap_or(DiskError::NoCompletion));
+                }
+                let _ = crate::irq::wait_until(POLL_US, || blk.peek_used().is_some());
+                continue;
+            };
+            let Some(i) = tokens.iter().position(|x| *x == Some(t)) else {
+                log::error!("swap disk: completion for a request it does not know ({t})");
+                failure = Some(DiskError::Queue);
+                continue;
+            };
+            tokens[i] = None;
+            // SAFETY: the same buffers as queued for this token.
+            let (req, resp, buf) = unsafe { self.slot(i) };
+            let Some(blk) = self.blk.as_mut() else { return Err(DiskError::NoDisk) };
+            // SAFETY: as above.
+            let done = unsafe {
+                match dir {
+                    Dir::Read => blk.complete_read_blocks(t, req, buf, resp),
+                    Dir::Write => blk.complete_write_blocks(t, req, buf, resp),
+                }
+            };
+            if done.is_err() && status.is_none() {
+                let s = resp.status();
+                status = Some(DiskError::Status(if s == RespStatus::OK { 0xff } else { status_byte(s) }));
+            }
+        }
+        if omitted {
+            hal::remap_permanent(self.bounce[0]);
         }
         let mut fault = None;
         for rec in self.iommu.lock().take_faults().records {
@@ -360,24 +422,15 @@ impl SwapDisk {
                 log::warn!("IOMMU fault from another source during a disk transfer: {rec}");
             }
         }
-        if let Some(rec) = fault {
+        if let Some(e) = fault.map(DiskError::DmaFault).or(status).or(failure) {
             self.stats.errors += 1;
-            return Err(DiskError::DmaFault(rec));
+            return Err(e);
         }
-        match done {
-            Ok(()) => {
-                match dir {
-                    Dir::Read => self.stats.reads += 1,
-                    Dir::Write => self.stats.writes += 1,
-                }
-                Ok(())
-            }
-            Err(_) => {
-                self.stats.errors += 1;
-                let s = resp.status();
-                Err(DiskError::Status(if s == RespStatus::OK { 0xff } else { status_byte(s) }))
-            }
+        match dir {
+            Dir::Read => self.stats.reads += n as u64,
+            Dir::Write => self.stats.writes += n as u64,
         }
+        Ok(())
     }
 
     /// Re-initialise a device that stopped answering: a fresh transport
