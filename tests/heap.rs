@@ -14,7 +14,7 @@ use test_kernels::Rng;
 kernel::entry!(main);
 
 fn main(_: &'static BootInfo) -> ! {
-    kernel::testing::run("heap", tests![random_alloc_free_keeps_contents, aligned_allocations, oversized_request_is_an_error, the_heap_grows_from_frames]);
+    kernel::testing::run("heap", tests![random_alloc_free_keeps_contents, aligned_allocations, oversized_request_is_an_error, the_heap_grows_from_frames, area_changes_fail_cleanly_when_the_heap_is_full]);
 }
 
 fn random_alloc_free_keeps_contents() {
@@ -69,4 +69,48 @@ fn the_heap_grows_from_frames() {
     let frames_left = kernel::mm::frames::stats().free as usize * 4096;
     assert!(v.try_reserve(frames_left + (1 << 20)).is_err(), "growth beyond the free frames is refused");
     assert!(kernel::mm::frames::stats().free * 4096 + (1 << 20) >= frames_left, "and takes (almost) nothing");
+}
+
+/// With every frame taken and the heap full, changes of an address
+/// space's areas (which need heap for their tree) fail with a clean
+/// out-of-memory error instead of the allocator's panic, and work again
+/// once memory is back.
+fn area_changes_fail_cleanly_when_the_heap_is_full() {
+    use kernel::aspace::{AddressSpace, AspaceError, MmapError, Prot, RangeError};
+    use kernel::mm::frames;
+    let a = AddressSpace::new().unwrap();
+    let rw = Prot::READ | Prot::WRITE;
+    a.mmap(Some(0x1000_0000), 16 * 4096, rw, true).unwrap();
+    let mut hoard: alloc::vec::Vec<frames::Frame> = alloc::vec::Vec::new();
+    while let Ok(f) = frames::alloc() {
+        if hoard.try_reserve(1).is_err() {
+            break;
+        }
+        hoard.push(f);
+    }
+    let mut fill: alloc::vec::Vec<alloc::vec::Vec<u8>> = alloc::vec::Vec::new();
+    for size in [16384usize, 1024, 64] {
+        loop {
+            let mut v = alloc::vec::Vec::new();
+            if v.try_reserve_exact(size).is_err() || fill.try_reserve(1).is_err() {
+                break;
+            }
+            fill.push(v);
+        }
+    }
+    let mmap = a.mmap(Some(0x2000_0000), 4096, rw, true);
+    let split = a.munmap(0x1000_4000, 4096);
+    let protect = a.mprotect(0x1000_8000, 4096, Prot::READ);
+    let forked = a.fork().err();
+    drop(fill);
+    drop(hoard);
+    assert_eq!(mmap, Err(MmapError::NoMemory), "mmap with a full heap");
+    assert_eq!(split, Err(RangeError::NoMemory), "a munmap that splits an area");
+    assert_eq!(protect, Err(RangeError::NoMemory), "an mprotect that splits an area");
+    assert!(forked.is_some(), "fork");
+    assert_eq!(alloc::format!("{}", AspaceError::from(MmapError::NoMemory)), "out of kernel memory for the areas");
+    // Memory back: the same changes work.
+    a.mmap(Some(0x2000_0000), 4096, rw, true).unwrap();
+    a.munmap(0x1000_4000, 4096).unwrap();
+    a.mprotect(0x1000_8000, 4096, Prot::READ).unwrap();
 }

@@ -26,6 +26,11 @@ impl AddressSpace {
         let mut vmas = Vec::new();
         vmas.try_reserve_exact(parent.vmas.iter().count()).map_err(|_| ForkError::NoMemory)?;
         vmas.extend(parent.vmas.iter());
+        // The child's area tree is built with infallible inserts: make sure
+        // the heap has room first (a clean error, not the allocator's panic).
+        if !crate::mm::heap::has_room(super::VMA_BOOKKEEPING.saturating_mul(vmas.len() as u64 + 1)) {
+            return Err(ForkError::NoMemory);
+        }
         // Exclusive access by a device ends before the pages are shared.
         for v in &vmas {
             parent.revoke_exclusive(self.id, v.range);

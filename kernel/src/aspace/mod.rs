@@ -79,6 +79,10 @@ use x86_64::registers::control::Cr3;
 use x86_64::structures::paging::{Page, PageTableFlags as F, PhysFrame};
 use x86_64::VirtAddr;
 
+/// Heap an area change may need (a few B-tree nodes for splits and
+/// merges): checked before the change, so a full heap is a clean error.
+const VMA_BOOKKEEPING: u64 = 4096;
+
 /// Where `mmap` without a usable hint starts looking.
 pub const MMAP_BASE: u64 = 0x1000_0000;
 
@@ -182,6 +186,8 @@ pub enum MmapError {
     Overlap,
     /// No gap large enough.
     NoSpace,
+    /// No kernel memory left for the area's bookkeeping.
+    NoMemory,
 }
 
 /// `munmap` / `mprotect` on a bad range.
@@ -192,6 +198,8 @@ pub enum RangeError {
     NotMapped,
     /// `munmap` of length 0.
     ZeroLength,
+    /// No kernel memory left for the areas' bookkeeping (a split).
+    NoMemory,
 
 }
 
@@ -255,6 +263,7 @@ impl fmt::Display for AspaceError {
             Self::Mmap(MmapError::ZeroLength) => f.write_str("mmap of length 0"),
             Self::Mmap(MmapError::Overlap) => f.write_str("the fixed range overlaps an existing mapping"),
             Self::Mmap(MmapError::NoSpace) => f.write_str("no free range of that size"),
+            Self::Mmap(MmapError::NoMemory) | Self::Range(RangeError::NoMemory) => f.write_str("out of kernel memory for the areas"),
             Self::Range(RangeError::NotMapped) => f.write_str("part of the range is not mapped"),
             Self::Range(RangeError::ZeroLength) => f.write_str("munmap of length 0"),
             Self::Fork(ForkError::NoMemory) | Self::NoMemory => f.write_str("out of memory"),
@@ -387,6 +396,9 @@ impl AddressSpace {
             return Err(MmapError::ZeroLength);
         }
         let len = len.checked_next_multiple_of(PAGE).ok_or(MmapError::NoSpace)?;
+        if !crate::mm::heap::has_room(VMA_BOOKKEEPING) {
+            return Err(MmapError::NoMemory);
+        }
         let mut inner = self.lock();
         let want = match at {
             Some(a) => Some(VaRange::new(a, a.saturating_add(len)).map_err(MmapError::BadRange)?),
@@ -423,6 +435,9 @@ impl AddressSpace {
             return Err(RangeError::ZeroLength);
         }
         let r = VaRange::new(start, start.saturating_add(len)).map_err(RangeError::BadRange)?;
+        if !crate::mm::heap::has_room(VMA_BOOKKEEPING) {
+            return Err(RangeError::NoMemory); // a split inserts an area
+        }
         let mut inner = self.lock();
         if !inner.vmas.overlaps(r) {
             return Ok(());
@@ -441,6 +456,9 @@ impl AddressSpace {
         let r = VaRange::new(start, start.saturating_add(len)).map_err(RangeError::BadRange)?;
         if r.is_empty() {
             return Ok(()); // POSIX: changing nothing succeeds
+        }
+        if !crate::mm::heap::has_room(VMA_BOOKKEEPING) {
+            return Err(RangeError::NoMemory); // splits insert areas
         }
         let mut inner = self.lock();
         if !inner.vmas.covers(r) {

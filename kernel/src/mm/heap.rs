@@ -122,6 +122,20 @@ pub fn usage() -> (usize, usize) {
     (s.heap.used(), s.heap.free())
 }
 
+/// Whether an allocation of `bytes` should succeed now: that much is free
+/// in the heap, or the heap may still grow by a step from the frame
+/// allocator. Code about to make an allocation it cannot make fallible (a
+/// `BTreeMap` insert) asks first and turns "no" into a clean out-of-memory
+/// error instead of the allocator's panic.
+pub fn has_room(bytes: u64) -> bool {
+    let s = HEAP.inner.lock();
+    if s.heap.free() as u64 >= bytes.saturating_mul(2) {
+        return true;
+    }
+    let step = bytes.max(GROW_STEP).next_multiple_of(4096);
+    HEAP_SIZE - s.mapped >= step && frames::stats().free >= (step / 4096) as usize + FRAME_RESERVE
+}
+
 /// Bytes of the heap region mapped so far (it only grows).
 pub fn mapped() -> u64 {
     HEAP.inner.lock().mapped

@@ -40,7 +40,7 @@ impl From<MmapError> for Errno {
     fn from(e: MmapError) -> Errno {
         match e {
             MmapError::Overlap => Errno::EEXIST,
-            MmapError::NoSpace => Errno::ENOMEM,
+            MmapError::NoSpace | MmapError::NoMemory => Errno::ENOMEM,
             MmapError::BadRange(_) | MmapError::ZeroLength => Errno::EINVAL,
         }
     }
@@ -49,7 +49,7 @@ impl From<MmapError> for Errno {
 impl From<RangeError> for Errno {
     fn from(e: RangeError) -> Errno {
         match e {
-            RangeError::NotMapped => Errno::ENOMEM,
+            RangeError::NotMapped | RangeError::NoMemory => Errno::ENOMEM,
             RangeError::BadRange(_) | RangeError::ZeroLength => Errno::EINVAL,
         }
     }
