@@ -193,11 +193,8 @@ fn anon_write_large() -> R {
 fn anon_teardown() -> R {
     // A thread unmaps the buffer while the device reads it: the read either
     // completes or fails with EFAULT — never anything else, never a crash.
-    static mut TARGET: u64 = 0;
-    extern "C" fn unmapper(_: u64) -> ! {
+    extern "C" fn unmapper(a: u64) -> ! {
         user::sleep_ms(1);
-        // SAFETY: written before the thread started.
-        let a = unsafe { core::ptr::addr_of!(TARGET).read_volatile() };
         let _ = user::munmap(a, 16 * PAGE);
         user::thread_exit()
     }
@@ -205,9 +202,7 @@ fn anon_teardown() -> R {
     let mut b = rw(16 * PAGE)?;
     pattern(&mut b, 5);
     let stack = rw(16 * PAGE)?;
-    // SAFETY: one writer, before the thread starts.
-    unsafe { core::ptr::addr_of_mut!(TARGET).write_volatile(b.addr) };
-    ok(user::thread(unmapper, stack.addr + 16 * PAGE, 0), "thread")?;
+    ok(user::thread(unmapper, stack.addr + 16 * PAGE, b.addr), "thread")?;
     let mut out = rw(16 * PAGE)?;
     let r = d.read(b.addr, out.bytes_mut());
     user::sleep_ms(5);
