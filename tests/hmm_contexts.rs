@@ -192,7 +192,7 @@ fn a_job_over_present_pages_faults_once() {
     })
     .unwrap();
     assert_eq!(seen, (0..pages).collect::<Vec<_>>(), "every page's own bytes");
-    assert_eq!(acc.stats.fault_rounds - before.fault_rounds, 1, "a device read of {pages} present pages costs one fault round");
+    assert_eq!(acc.stats.fault_rounds() - before.fault_rounds(), 1, "a device read of {pages} present pages costs one fault round");
     acc.unbind();
 }
 

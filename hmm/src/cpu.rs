@@ -76,6 +76,15 @@ pub trait MirroredSpace: Send + Sync {
     /// What the CPU holds at `va`, read without changing anything (for
     /// snapshots). The default knows only resident pages and mappings; a
     /// kernel reports swapped, zero-page, no-access and exclusive pages too.
+    /// [`MirroredSpace::page_state`] for every page of `range`, in order.
+    /// The default asks page by page; an implementation should take its
+    /// lock once and walk once per leaf table. `f` may run under that
+    /// lock: it must not call back into the space.
+    fn page_states(&self, range: VaRange, f: &mut dyn FnMut(u64, crate::snapshot::CpuPageState)) {
+        for va in range.page_addrs() {
+            f(va, self.page_state(va));
+        }
+    }
     fn page_state(&self, va: u64) -> crate::snapshot::CpuPageState {
         use crate::snapshot::CpuPageState;
         match self.walk(va) {

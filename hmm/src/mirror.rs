@@ -200,7 +200,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
         self.alive.load(Ordering::Acquire)
     }
 
-    fn owner(&self) -> Option<Arc<dyn MirrorOwner<L, M>>> {
+    pub(crate) fn owner(&self) -> Option<Arc<dyn MirrorOwner<L, M>>> {
         self.owner.lock().as_ref().and_then(|w| w.upgrade())
     }
 

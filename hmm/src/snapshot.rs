@@ -15,7 +15,7 @@
 
 use crate::cpu::{CpuPage, MirroredSpace};
 use crate::event::Event;
-use crate::mirror::{Mirror, MirrorOwner};
+use crate::mirror::Mirror;
 use crate::mm::{DeviceFaultError, DeviceFaultKind, Mm, MAX_FAULT_PAGES};
 use crate::pt::{EntryLayout, Leaf, TableMemory};
 use crate::{DeviceId, VaRange};
@@ -76,10 +76,15 @@ where
     S: MirroredSpace + 'static,
 {
     pub(crate) fn snapshot_mirror(&self, m: &Mirror<L, M>, range: VaRange, f: &mut dyn FnMut(PageView)) -> Result<(), DeviceFaultKind> {
-        let space = self.space.upgrade().ok_or(DeviceFaultKind::Released)?;
-        for va in range.page_addrs() {
-            f(PageView { va, cpu: space.page_state(va), mirrored: m.get(va) });
+        if range.pages() > MAX_FAULT_PAGES {
+            return Err(DeviceFaultKind::BadRange);
         }
+        let space = self.space.upgrade().ok_or(DeviceFaultKind::Released)?;
+        // One walk of each table: the mirror's entries (address order), then
+        // the CPU's states, merged.
+        let entries = m.entries(range);
+        let mut next = entries.iter().peekable();
+        space.page_states(range, &mut |va, cpu| f(PageView { va, cpu, mirrored: next.next_if(|(v, _)| *v == va).map(|(_, l)| *l) }));
         Ok(())
     }
 
@@ -113,7 +118,7 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// page, without faulting anything (`hmm_range_fault` without a fault
     /// request).
     pub fn snapshot(&self, range: VaRange, f: &mut dyn FnMut(PageView)) -> Result<(), DeviceFaultKind> {
-        match self.owner_arc() {
+        match self.owner() {
             Some(o) => o.snapshot(self, range, f),
             None => Err(DeviceFaultKind::Released),
         }
@@ -125,13 +130,9 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// handler calls it for the rest of a job's range, so one fault round
     /// covers what the CPU already has.
     pub fn mirror_present(&self, range: VaRange, write: bool) -> Result<u64, DeviceFaultError> {
-        match self.owner_arc() {
+        match self.owner() {
             Some(o) => o.mirror_present(self, range, write),
             None => Err(DeviceFaultError { addr: range.start(), write, kind: DeviceFaultKind::Released }),
         }
-    }
-
-    fn owner_arc(&self) -> Option<alloc::sync::Arc<dyn MirrorOwner<L, M>>> {
-        self.owner.lock().clone().and_then(|w| w.upgrade())
     }
 }

@@ -84,6 +84,13 @@ pub struct CpuPte {
     pub accessed: bool,
 }
 
+impl CpuPte {
+    /// A present entry's frame and flags, as the fault path reports them.
+    pub(crate) fn of(frame: PhysFrame, flags: F) -> CpuPte {
+        CpuPte { frame, writable: flags.contains(F::WRITABLE), dirty: flags.contains(F::DIRTY), accessed: flags.contains(F::ACCESSED) }
+    }
+}
+
 impl AddressSpace {
     /// Resolve a fault at `addr` for `access`, with CPU semantics.
     /// If frames run low, reclaim never takes this very page.
@@ -123,12 +130,7 @@ impl Inner {
         let e = self.tables().entry(addr & !0xfff, false).ok()??;
         match Pte::decode(e) {
             // A PROT_NONE page (present, supervisor-only) is not accessible.
-            Pte::Present { frame, flags } if flags.contains(F::USER_ACCESSIBLE) => Some(CpuPte {
-                frame,
-                writable: flags.contains(F::WRITABLE),
-                dirty: flags.contains(F::DIRTY),
-                accessed: flags.contains(F::ACCESSED),
-            }),
+            Pte::Present { frame, flags } if flags.contains(F::USER_ACCESSIBLE) => Some(CpuPte::of(frame, flags)),
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 //! console's `snapshot` command.
 
 use super::pte::Pte;
-use super::{AddressSpace, CpuPte};
+use super::{AddressSpace, CpuPte, Inner};
 use x86_64::structures::paging::PageTableFlags as F;
 
 /// One page's state on the CPU side.
@@ -33,10 +33,41 @@ impl AddressSpace {
         inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
             if let Pte::Present { frame, flags } = Pte::decode(e) {
                 if flags.contains(F::USER_ACCESSIBLE) {
-                    f(va, CpuPte { frame, writable: flags.contains(F::WRITABLE), dirty: flags.contains(F::DIRTY), accessed: flags.contains(F::ACCESSED) });
+                    f(va, CpuPte::of(frame, flags));
                 }
             }
         });
+    }
+
+    /// [`AddressSpace::page_state`] for every page of `range`, in address
+    /// order, under one lock and one walk per leaf table. `f` runs under the
+    /// address-space lock: it must not call back into this address space.
+    pub fn page_states(&self, range: hmm::VaRange, f: &mut dyn FnMut(u64, PageState)) {
+        let mut inner = self.lock();
+        let Inner { tables, vmas, .. } = &mut *inner;
+        let Some(tables) = tables.as_mut() else { return };
+        let empty = |va: u64| match vmas.find(va) {
+            None => PageState::Hole,
+            Some(v) if v.prot.is_empty() => PageState::NoAccess,
+            Some(_) => PageState::Absent,
+        };
+        let mut at = range.start();
+        tables.for_each(range.start(), range.end(), &mut |va, e| {
+            while at < va {
+                f(at, empty(at));
+                at += 4096;
+            }
+            f(va, match vmas.find(va) {
+                None => PageState::Hole,
+                Some(v) if v.prot.is_empty() => PageState::NoAccess,
+                Some(_) => state_of(e),
+            });
+            at = va + 4096;
+        });
+        while at < range.end() {
+            f(at, empty(at));
+            at += 4096;
+        }
     }
 
     /// The CPU's state of the page at `addr` (a pure read: nothing is
@@ -51,15 +82,20 @@ impl AddressSpace {
             return PageState::NoAccess;
         }
         let Ok(Some(e)) = inner.tables().entry(addr & !0xfff, false) else { return PageState::Absent };
-        match Pte::decode(e) {
-            // Dying entries exist only inside a locked munmap.
-            Pte::None | Pte::Dying { .. } => PageState::Absent,
-            Pte::Swapped { .. } => PageState::Swapped,
-            Pte::Exclusive { owner, .. } => PageState::Exclusive(owner),
-            Pte::Present { frame, flags } => {
-                let p = CpuPte { frame, writable: flags.contains(F::WRITABLE), dirty: flags.contains(F::DIRTY), accessed: flags.contains(F::ACCESSED) };
-                if crate::mm::frames::is_zero_frame(frame) { PageState::Zero(p) } else { PageState::Present(p) }
-            }
+        state_of(e)
+    }
+}
+
+/// The state a leaf entry of an accessible area stands for.
+fn state_of(e: &x86_64::structures::paging::page_table::PageTableEntry) -> PageState {
+    match Pte::decode(e) {
+        // Dying entries exist only inside a locked munmap.
+        Pte::None | Pte::Dying { .. } => PageState::Absent,
+        Pte::Swapped { .. } => PageState::Swapped,
+        Pte::Exclusive { owner, .. } => PageState::Exclusive(owner),
+        Pte::Present { frame, flags } => {
+            let p = CpuPte::of(frame, flags);
+            if crate::mm::frames::is_zero_frame(frame) { PageState::Zero(p) } else { PageState::Present(p) }
         }
     }
 }

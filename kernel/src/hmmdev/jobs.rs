@@ -171,8 +171,9 @@ enum Target {
     Bounce(u16),
 }
 
-/// The pages from a fault at `addr` to the end of its job's `extent` (at
-/// most `hmm::MAX_FAULT_PAGES`): what one fault round may also mirror.
+/// The pages from a fault at `addr` (inside the job's `extent`) to the end
+/// of the extent, at most `hmm::MAX_FAULT_PAGES`: what one fault round may
+/// also mirror.
 fn mirror_window(addr: u64, extent: hmm::VaRange) -> hmm::VaRange {
     let start = addr & !(PAGE - 1);
     let end = extent.end().min(start.saturating_add(hmm::MAX_FAULT_PAGES * PAGE)).max(start);
@@ -232,16 +233,12 @@ impl HmmAccel {
             log::debug!("fault.begin accel={} va={:#x} access={} reason={:#x}", self.index, rec.addr, if write { "write" } else { "read" }, rec.reason);
             let resolved = mirror.fault(rec.addr, 1, write).map(|out| {
                 // The same round: the rest of the job's pages the CPU has.
-                let rest = extent.intersect(&mirror_window(rec.addr, extent)).filter(|r| r.pages() > 1);
-                let more = match rest {
-                    Some(r) => mirror.mirror_present(r, write).unwrap_or(0),
-                    None => 0,
-                };
+                let rest = mirror_window(rec.addr, extent);
+                let more = if rest.pages() > 1 { mirror.mirror_present(rest, write).unwrap_or(0) } else { 0 };
                 hmm::FaultOutcome { pages: out.pages + more, ..out }
             });
             match resolved {
                 Ok(out) => {
-                    self.stats.fault_rounds += 1;
                     self.failed_pages.remove(&rec.addr);
                     self.stats.faults_resolved += 1;
                     self.stats.pages_populated += out.pages;

@@ -140,9 +140,14 @@ pub struct JobStats {
     pub fault_cycles: u64,
     /// Times the device's context entry was switched to another context.
     pub context_switches: u64,
-    /// Device faults resolved (each a round: record → HMM → replay); per
-    /// job this is the figure a batched fault path keeps near 1.
-    pub fault_rounds: u64,
+}
+
+impl JobStats {
+    /// Fault rounds (record → HMM → replay): one per resolved device fault;
+    /// per job this is the figure a batched fault path keeps near 1.
+    pub fn fault_rounds(&self) -> u64 {
+        self.faults_resolved
+    }
 }
 
 /// One context of an accelerator: a bound process, its own mirror, its own

@@ -64,19 +64,16 @@ impl MirroredSpace for KernelSpace {
         }
     }
 
+    fn page_states(&self, range: VaRange, f: &mut dyn FnMut(u64, hmm::CpuPageState)) {
+        if let Some(a) = self.aspace.upgrade() {
+            a.page_states(range, &mut |va, s| f(va, to_hmm(s)));
+        }
+    }
+
     fn page_state(&self, va: u64) -> hmm::CpuPageState {
-        use aspace::state::PageState as S;
-        use hmm::CpuPageState as H;
-        let Some(a) = self.aspace.upgrade() else { return H::Hole };
-        let page = |p: aspace::CpuPte| CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable };
-        match a.page_state(va) {
-            S::Hole => H::Hole,
-            S::NoAccess => H::NoAccess,
-            S::Absent => H::Absent,
-            S::Zero(p) => H::Zero(page(p)),
-            S::Present(p) => H::Present(page(p)),
-            S::Swapped => H::Swapped,
-            S::Exclusive(owner) => H::Exclusive(DeviceId(owner)),
+        match self.aspace.upgrade() {
+            Some(a) => to_hmm(a.page_state(va)),
+            None => hmm::CpuPageState::Hole,
         }
     }
 
@@ -103,6 +100,22 @@ pub fn event_of(kind: ChangeKind) -> (Event, Option<DeviceId>) {
         ChangeKind::DirtyClear => (Event::IsDirty, None),
         ChangeKind::Exclusive { owner } => (Event::Exclusive, Some(DeviceId(owner))),
         ChangeKind::Exit => (Event::Release, None),
+    }
+}
+
+/// A CPU page state as HMM's snapshots name it.
+fn to_hmm(s: aspace::state::PageState) -> hmm::CpuPageState {
+    use aspace::state::PageState as S;
+    use hmm::CpuPageState as H;
+    let page = |p: aspace::CpuPte| CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable };
+    match s {
+        S::Hole => H::Hole,
+        S::NoAccess => H::NoAccess,
+        S::Absent => H::Absent,
+        S::Zero(p) => H::Zero(page(p)),
+        S::Present(p) => H::Present(page(p)),
+        S::Swapped => H::Swapped,
+        S::Exclusive(owner) => H::Exclusive(DeviceId(owner)),
     }
 }
 

@@ -43,53 +43,60 @@ pub fn walk(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellEr
     Ok(())
 }
 
-pub fn mirror(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+/// `<accel>[/<pid>] <addr> <pages>` of a per-page view: the accelerator
+/// with the context selected, and the (at most 4,096) pages.
+fn page_view(w: &World, a: &mut Args<'_>) -> Result<(crate::sync::RankedGuard<'static, crate::hmmdev::HmmAccel>, hmm::VaRange), ShellError> {
     let acc = super::dev::job_accel(w, a)?;
-    let i = acc.index();
     let (addr, pages) = (a.number("addr")?, a.number("pages")?);
     a.done()?;
     if pages == 0 || pages > 4096 {
         return Err(fail("<pages> is 1..=4096"));
     }
-    let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{i} is not bound")))?;
+    if acc.binding().is_none() {
+        return Err(fail(alloc::format!("accel{} is not bound", acc.index())));
+    }
     let r = hmm::VaRange::pages_from(addr & !0xfff, pages).map_err(fail)?;
-    let entries = b.mirror.entries(r);
+    Ok((acc, r))
+}
+
+/// One character per page, 64 pages a line.
+fn print_pages(out: Out<'_>, start: u64, line: &str) {
+    for (k, chunk) in line.as_bytes().chunks(64).enumerate() {
+        let _ = writeln!(out, "  {:#014x} {}", start + k as u64 * 64 * 4096, core::str::from_utf8(chunk).unwrap_or(""));
+    }
+}
+
+pub fn mirror(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
+    let (acc, r) = page_view(w, a)?;
+    let b = acc.binding().ok_or_else(|| fail("internal: no context"))?;
+    let entries = b.mirror.entries(r); // in address order
+    let mut next = entries.iter().peekable();
     let mut line = alloc::string::String::new();
     for va in r.page_addrs() {
-        line.push(match entries.iter().find(|(v, _)| *v == va) {
+        let leaf = next.next_if(|(v, _)| *v == va).map(|(_, l)| l);
+        line.push(match leaf {
             None if acc.fault_failed(va) => '!',
             None => '.',
-            Some((_, l)) if l.exclusive => 'x',
-            Some((_, l)) if l.dirty => 'd',
-            Some((_, l)) if l.write => 'w',
+            Some(l) if l.exclusive => 'x',
+            Some(l) if l.dirty => 'd',
+            Some(l) if l.write => 'w',
             Some(_) => 'r',
         });
     }
-    let _ = writeln!(out, "accel{i} mirror {:#x}.. ({} of {pages} pages mirrored):", r.start(), entries.len());
-    for (k, chunk) in line.as_bytes().chunks(64).enumerate() {
-        let _ = writeln!(out, "  {:#014x} {}", r.start() + k as u64 * 64 * 4096, core::str::from_utf8(chunk).unwrap_or(""));
-    }
+    let _ = writeln!(out, "accel{} mirror {:#x}.. ({} of {} pages mirrored):", acc.index(), r.start(), entries.len(), r.pages());
+    print_pages(out, r.start(), &line);
     Ok(())
 }
 
 /// `snapshot <accel>[/<pid>] <addr> <pages>`: what the device would see
 /// at each page right now, faulting nothing (see `hmm::PageView::symbol`).
 pub fn snapshot(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellError> {
-    let acc = super::dev::job_accel(w, a)?;
-    let i = acc.index();
-    let (addr, pages) = (a.number("addr")?, a.number("pages")?);
-    a.done()?;
-    if pages == 0 || pages > 4096 {
-        return Err(fail("<pages> is 1..=4096"));
-    }
-    let b = acc.binding().ok_or_else(|| fail(alloc::format!("accel{i} is not bound")))?;
-    let r = hmm::VaRange::pages_from(addr & !0xfff, pages).map_err(fail)?;
+    let (acc, r) = page_view(w, a)?;
+    let b = acc.binding().ok_or_else(|| fail("internal: no context"))?;
     let mut line = alloc::string::String::new();
     b.mirror.snapshot(r, &mut |v| line.push(v.symbol())).map_err(|k| fail(alloc::format!("{:?}", k)))?;
-    let _ = writeln!(out, "accel{i} {} snapshot {:#x}.. ({pages} pages; - hole  n no access  . absent  0 zero page  r/w present  s swapped  x exclusive; upper case = mirrored now):", b.id, r.start());
-    for (k, chunk) in line.as_bytes().chunks(64).enumerate() {
-        let _ = writeln!(out, "  {:#014x} {}", r.start() + k as u64 * 64 * 4096, core::str::from_utf8(chunk).unwrap_or(""));
-    }
+    let _ = writeln!(out, "accel{} {} snapshot {:#x}.. ({} pages; - hole  n no access  . absent  0 zero page  r/w present  s swapped  x exclusive; upper case = mirrored now):", acc.index(), b.id, r.start(), r.pages());
+    print_pages(out, r.start(), &line);
     Ok(())
 }
 
@@ -123,7 +130,7 @@ pub fn stats(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
                 s.context_switches,
                 match s.jobs {
                     0 => alloc::string::String::from("-"),
-                    j => alloc::format!("{}.{:02}", s.fault_rounds / j, s.fault_rounds * 100 / j % 100),
+                    j => alloc::format!("{}.{:02}", s.fault_rounds() / j, s.fault_rounds().saturating_mul(100) / j % 100),
                 },
                 if acc.binding().is_some() { "" } else { ", unbound" }
             );
