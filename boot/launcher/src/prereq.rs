@@ -145,9 +145,19 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// An executable shell script. The executable itself is written by a
+    /// child `cp`, never opened for writing in this process: tests run on
+    /// several threads, and a thread that spawns a process while this one
+    /// holds a write descriptor hands that descriptor to its child until
+    /// the child's `exec`, so executing the script then fails with ETXTBSY
+    /// ("Text file busy") — seen on CI.
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
         let p = dir.join(name);
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let text = dir.join(format!("{name}.txt"));
+        std::fs::write(&text, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let _ = std::fs::remove_file(&p);
+        let copied = Command::new("cp").arg(&text).arg(&p).status().unwrap();
+        assert!(copied.success(), "cp {} {}", text.display(), p.display());
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         p
     }
