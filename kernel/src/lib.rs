@@ -46,6 +46,7 @@ pub mod bench;
 pub mod aspace;
 pub mod cmdline;
 pub mod console;
+pub mod cpus;
 pub mod cycles;
 pub mod demo;
 pub mod guide;

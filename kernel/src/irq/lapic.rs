@@ -17,6 +17,9 @@ const LVT_TIMER: usize = 0x320;
 const TIMER_INITIAL: usize = 0x380;
 const TIMER_DIVIDE: usize = 0x3e0;
 const ICR_LOW: usize = 0x300;
+const ICR_HIGH: usize = 0x310;
+/// ICR delivery status: the previous IPI is still being sent.
+const ICR_PENDING: u32 = 1 << 12;
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
 const NS_PER_COUNT: u64 = 16;
@@ -60,6 +63,17 @@ impl Lapic {
     /// Acknowledge the interrupt being handled.
     pub fn eoi(&self) {
         self.write(EOI, 0);
+    }
+
+    /// Send `vector` to the CPU whose local APIC id is `apic_id` (fixed
+    /// delivery, physical destination). Waits until the APIC accepted the
+    /// previous command, so back-to-back IPIs are not dropped.
+    pub fn send_ipi(&self, apic_id: u32, vector: u8) {
+        while self.read(ICR_LOW) & ICR_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+        self.write(ICR_HIGH, apic_id << 24);
+        self.write(ICR_LOW, vector as u32); // writing the low half sends
     }
 
     /// Send `vector` to this CPU through the APIC (as a device's MSI would arrive).

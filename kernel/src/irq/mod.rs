@@ -73,6 +73,7 @@ pub fn init() -> Result<(), crate::mm::frames::OutOfFrames> {
     let lapic = Lapic::map()?;
     lapic.enable(SPURIOUS_VECTOR, TIMER_VECTOR);
     log::info!("local APIC: id {}, version {:#x}; 8259 PICs masked", lapic.id(), lapic.version());
+    crate::cpus::register(crate::cpus::CpuId::BOOT, lapic.id() as u32);
     LAPIC.call_once(|| lapic);
     crate::arch::trap::set_interrupt_handler(TIMER_VECTOR, on_vector);
     crate::arch::trap::set_interrupt_handler(SPURIOUS_VECTOR, |_| {});
@@ -89,6 +90,14 @@ pub fn lapic() -> &'static Lapic {
 /// delivery, edge-triggered, physical destination).
 pub fn msi_message(vector: &Vector) -> (u64, u32) {
     (0xfee0_0000 | ((lapic().id() as u64) << 12), vector.number() as u32)
+}
+
+/// Send `vector` to `cpu` as an inter-processor interrupt. `Err` if that
+/// CPU was never started.
+pub fn send_ipi(cpu: crate::cpus::CpuId, vector: u8) -> Result<(), crate::cpus::CpuId> {
+    let apic_id = crate::cpus::apic_id(cpu).ok_or(cpu)?;
+    lapic().send_ipi(apic_id, vector);
+    Ok(())
 }
 
 /// The handler every allocated vector gets: count, acknowledge.

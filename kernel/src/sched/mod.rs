@@ -68,8 +68,7 @@ use spin::{Lazy, Once};
 use x86_64::instructions::interrupts;
 use x86_64::registers::control::Cr3;
 
-/// Processors the layout has room for (one runs today).
-pub const MAX_CPUS: usize = 1;
+pub use crate::cpus::MAX_CPUS;
 /// The scheduler tick (virtual time).
 pub const TICK_US: u64 = 10_000;
 /// Ticks a task may run in ring 3 before the timer preempts it.
@@ -134,7 +133,7 @@ static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// This CPU's scheduling state.
 pub fn cpu() -> &'static Cpu {
-    &CPUS[0]
+    &CPUS[crate::cpus::this_cpu().index()]
 }
 
 /// Ticks since the scheduler started.
