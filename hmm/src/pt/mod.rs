@@ -79,22 +79,51 @@ impl core::fmt::Display for OutOfTableMemory {
     }
 }
 
-/// Table nodes unlinked by an update, to be freed after the flush.
+/// Nodes a [`Retired`] token holds without allocating: a one-page clear
+/// retires at most 3 (leaf node and two parents; the root stays).
+const RETIRED_INLINE: usize = 4;
+
+/// Table nodes unlinked by an update, to be freed after the flush. The
+/// first few sit inline (a small invalidation allocates nothing); more
+/// spill to the heap (a bulk clear, whose work is per node anyway).
 #[must_use = "retired table nodes must be released (after the IOTLB/TLB flush) or they leak"]
-#[derive(Debug, Default)]
-pub struct Retired(Vec<PhysAddr>);
+#[derive(Debug)]
+pub struct Retired {
+    inline: [PhysAddr; RETIRED_INLINE],
+    n: usize,
+    more: Vec<PhysAddr>,
+}
+
+impl Default for Retired {
+    fn default() -> Self {
+        Retired { inline: [PhysAddr::zero(); RETIRED_INLINE], n: 0, more: Vec::new() }
+    }
+}
 
 impl Retired {
     /// How many nodes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.n + self.more.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+    fn push(&mut self, node: PhysAddr) {
+        if self.n < RETIRED_INLINE {
+            self.inline[self.n] = node;
+            self.n += 1;
+        } else {
+            self.more.push(node);
+        }
+    }
+    fn nodes(&self) -> impl Iterator<Item = PhysAddr> + '_ {
+        self.inline[..self.n].iter().chain(self.more.iter()).copied()
     }
     /// Merge another token into this one.
-    pub fn merge(&mut self, mut other: Retired) {
-        self.0.append(&mut other.0);
+    pub fn merge(&mut self, other: Retired) {
+        for node in other.nodes() {
+            self.push(node);
+        }
     }
 }
 
@@ -237,7 +266,9 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     pub fn update(&mut self, range: VaRange, mut f: impl FnMut(VirtAddr, Leaf) -> Option<Leaf>) -> Updated {
         let (start, end) = (range.start(), range.end());
         let mut out = Updated::default();
-        if start < end {
+        if start < end && start / span(2) == (end - 1) / span(2) {
+            self.update_in_leaf_node(start, end, &mut f, &mut out);
+        } else if start < end {
             let (root, live) = (self.root, self.root_live);
             self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, false, &mut f, &mut out);
         }
@@ -254,13 +285,82 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     pub fn clear(&mut self, range: VaRange) -> Updated {
         let (start, end) = (range.start(), range.end());
         let mut out = Updated::default();
-        if start < end {
+        if start < end && start / span(2) == (end - 1) / span(2) && end - start < span(2) {
+            self.update_in_leaf_node(start, end, &mut |_, _| None, &mut out);
+        } else if start < end {
             let (root, live) = (self.root, self.root_live);
             self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, true, &mut |_, _| None, &mut out);
         }
         self.leaves -= out.cleared;
         self.nodes -= out.retired.len();
         out
+    }
+
+    /// [`Self::update`] of a range inside one leaf node (the common small
+    /// invalidation), without recursion: down the path (stopping at a
+    /// missing node or a node with no live entries), the leaves of the
+    /// range (stopping after the node's last live one), then the counts
+    /// back up — a node whose count reaches 0 is unlinked and retired, and
+    /// so on upwards. Visits exactly the entries the recursive walk would.
+    fn update_in_leaf_node(&mut self, start: u64, end: u64, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) {
+        // path[l - 1]: the node at level l; live[l - 1]: its live count.
+        let mut path = [self.root; LEVELS as usize];
+        let mut live = [0usize; LEVELS as usize];
+        live[LEVELS as usize - 1] = self.root_live;
+        for level in (2..=LEVELS).rev() {
+            if live[level as usize - 1] == 0 {
+                return;
+            }
+            out.visited += 1;
+            let raw = self.node(path[level as usize - 1])[index(start, level)].load(Ordering::Acquire);
+            let Some(child) = L::decode_table(raw) else { return };
+            path[level as usize - 2] = child;
+            live[level as usize - 2] = count_of(raw);
+        }
+        let node = self.node(path[0]);
+        let (mut seen, mut cleared) = (0, 0);
+        let mut va = start;
+        for entry in &node[index(start, 1)..=index(end - 1, 1)] {
+            if seen == live[0] {
+                break;
+            }
+            out.visited += 1;
+            let raw = entry.load(Ordering::Acquire);
+            if let Some(leaf) = L::decode_leaf(raw) {
+                seen += 1;
+                match f(VirtAddr::new(va), leaf) {
+                    Some(new) if new == leaf => {}
+                    Some(new) => {
+                        entry.store(L::encode_leaf(new), Ordering::Release);
+                        out.changed += 1;
+                    }
+                    None => {
+                        entry.store(0, Ordering::Release);
+                        out.changed += 1;
+                        cleared += 1;
+                    }
+                }
+            }
+            va += PAGE;
+        }
+        out.cleared += cleared;
+        // Up: the node at `level` lost `gone` live entries.
+        let mut gone = cleared;
+        for level in 1..LEVELS {
+            if gone == 0 {
+                return;
+            }
+            let slot = &self.node(path[level as usize])[index(start, level + 1)];
+            let n = live[level as usize - 1] - gone;
+            if n > 0 {
+                slot.store(with_count(slot.load(Ordering::Relaxed), n), Ordering::Release);
+                return;
+            }
+            slot.store(0, Ordering::Release);
+            out.retired.push(path[level as usize - 1]);
+            gone = 1;
+        }
+        self.root_live -= gone;
     }
 
     /// Retire everything below `table` (at `level`, holding `live`
@@ -281,7 +381,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             if let Some(child) = L::decode_table(raw) {
                 seen += 1;
                 self.retire_below(child, level - 1, count_of(raw), out);
-                out.retired.0.push(child);
+                out.retired.push(child);
             }
         }
     }
@@ -329,7 +429,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
                 };
                 if gone == n {
                     self.node(table)[i].store(0, Ordering::Release);
-                    out.retired.0.push(child);
+                    out.retired.push(child);
                     cleared += 1;
                 } else if gone > 0 {
                     self.node(table)[i].store(with_count(raw, n - gone), Ordering::Release);
@@ -342,7 +442,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// Free retired nodes. Call only after every walker that might have
     /// cached them (IOTLB, paging-structure caches) was flushed.
     pub fn release(&mut self, retired: Retired) {
-        for t in retired.0 {
+        for t in retired.nodes() {
             // SAFETY: unlinked by `update` and, per this function's contract,
             // no longer cached by any walker.
             unsafe { self.mem.free_table(t) };

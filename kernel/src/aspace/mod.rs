@@ -69,6 +69,7 @@ use crate::mm::tlb::TlbFlush;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hmm::{BadRange, VaRange, PAGE};
 use notify::Listeners;
@@ -107,17 +108,23 @@ pub struct AspaceStats {
 /// single-page changes use one or two entries).
 pub const RELEASE_MAX: usize = 64;
 
+/// Up to this many pages, a small unmap looks each entry up instead of
+/// walking the range (measured: a one-page walk's descent costs more).
+const DIRECT_LOOKUP_PAGES: u64 = 4;
+
 /// What a change's entries held, released after its `invalidate_end`: a
 /// fixed buffer, so no change allocates. Bulk changes that could exceed it
 /// (munmap) keep their work list in the page table instead (dying entries).
 pub(crate) struct Released {
-    frames: [Option<PhysFrame>; RELEASE_MAX],
+    /// `frames[..nframes]` are written (the rest is never read: no
+    /// kilobyte of `None`s to write for every one-page change).
+    frames: [MaybeUninit<PhysFrame>; RELEASE_MAX],
     nframes: usize,
 }
 
 impl Released {
     fn new() -> Self {
-        Released { frames: [None; RELEASE_MAX], nframes: 0 }
+        Released { frames: [const { MaybeUninit::uninit() }; RELEASE_MAX], nframes: 0 }
     }
 
     /// Take over the frame reference a user entry held.
@@ -126,16 +133,18 @@ impl Released {
     /// `frame` must carry a reference (an entry's) that nobody else releases.
     pub(crate) unsafe fn frame(&mut self, frame: PhysFrame) {
         assert!(self.nframes < RELEASE_MAX, "a change released more than {RELEASE_MAX} frames through its buffer");
-        self.frames[self.nframes] = Some(frame);
+        self.frames[self.nframes].write(frame);
         self.nframes += 1;
     }
 }
 
 impl Drop for Released {
     fn drop(&mut self) {
-        for f in self.frames[..self.nframes].iter_mut().filter_map(Option::take) {
-            // SAFETY: `Released::frame`'s contract: we own this reference.
-            release_user_frame(unsafe { Frame::from_raw(f) });
+        for f in &self.frames[..self.nframes] {
+            // SAFETY: `Released::frame` wrote `frames[..nframes]` (a
+            // `PhysFrame` is `Copy`: reading it twice is no double use),
+            // and its contract says we own each reference, released once here.
+            release_user_frame(unsafe { Frame::from_raw(f.assume_init()) });
         }
     }
 }
@@ -442,8 +451,19 @@ impl AddressSpace {
         if !inner.vmas.overlaps(r) {
             return Ok(());
         }
-        inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, _| inner.kill_entries(r, tlb));
-        inner.reap(r);
+        // A small unmap frees through the change's fixed buffer (one walk);
+        // a bulk one keeps its work list in the table (dying entries, reaped).
+        let reap = inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, released| {
+            if r.pages() <= RELEASE_MAX as u64 {
+                inner.drop_entries(r, tlb, released)
+            } else {
+                inner.kill_entries(r, tlb);
+                true
+            }
+        });
+        if reap {
+            inner.reap(r);
+        }
         // After the invalidation bracket: the VMA bookkeeping may allocate.
         inner.vmas.remove(r);
         Ok(())
@@ -514,6 +534,36 @@ impl Inner {
                 tlb.add(page(va));
             }
         });
+    }
+
+    /// Inside an unmap of at most [`RELEASE_MAX`] pages: every present
+    /// entry in `r` is cleared and its frame goes to `released` (freed
+    /// after `invalidate_end`). Swapped entries stay for [`Inner::reap`]:
+    /// returns whether there were any.
+    fn drop_entries(&mut self, r: VaRange, tlb: &mut TlbFlush, released: &mut Released) -> bool {
+        let mut swapped = false;
+        let mut drop_entry = |va: u64, e: &mut x86_64::structures::paging::page_table::PageTableEntry| match Pte::decode(e) {
+            Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } => {
+                e.set_unused();
+                tlb.add(page(va));
+                // SAFETY: the entry held this frame reference; it is cleared.
+                unsafe { released.frame(frame) };
+            }
+            Pte::Swapped { .. } => swapped = true,
+            Pte::None | Pte::Dying { .. } => {}
+        };
+        if r.pages() <= DIRECT_LOOKUP_PAGES {
+            // A lookup per page (three loads each) is cheaper than the
+            // range walk's descent for a few pages.
+            for va in r.page_addrs() {
+                if let Ok(Some(e)) = self.tables().entry(va, false) {
+                    drop_entry(va, e);
+                }
+            }
+        } else {
+            self.tables().for_each(r.start(), r.end(), &mut drop_entry);
+        }
+        swapped
     }
 
     /// After an unmap's `invalidate_end`: release what the entries of `r`

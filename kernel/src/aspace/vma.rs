@@ -62,9 +62,10 @@ impl Vmas {
         self.by_start.range(..=addr).next_back().map(|(_, v)| *v).filter(|v| v.range.contains(addr))
     }
 
-    /// Whether any area overlaps `r`.
+    /// Whether any area overlaps `r`: the last area starting below its
+    /// end does, or none does (areas are disjoint and sorted). One search.
     pub fn overlaps(&self, r: VaRange) -> bool {
-        self.overlapping(r).next().is_some()
+        !r.is_empty() && self.by_start.range(..r.end()).next_back().is_some_and(|(_, v)| v.range.end() > r.start())
     }
 
     /// Areas overlapping `r`, in order.
@@ -91,11 +92,20 @@ impl Vmas {
         self.merge_around(vma.range);
     }
 
-    /// Cut `r` out of every area (splitting as needed); returns the pieces removed.
-    pub fn remove(&mut self, r: VaRange) -> Vec<Vma> {
-        let hit: Vec<Vma> = self.overlapping(r).collect();
-        let mut removed = Vec::new();
-        for v in hit {
+    /// Cut `r` out of every area (splitting as needed). Nothing is
+    /// allocated but a split's new area (munmap's path).
+    pub fn remove(&mut self, r: VaRange) {
+        self.cut(r, &mut |_| {});
+    }
+
+    /// [`Vmas::remove`], handing each piece removed to `removed` (last
+    /// first). Each round takes the last area starting below `r`'s end —
+    /// one search — while it overlaps `r`; the pieces left beside `r`
+    /// overlap it no more, so it ends.
+    fn cut(&mut self, r: VaRange, removed: &mut dyn FnMut(Vma)) {
+        loop {
+            let last = self.by_start.range(..r.end()).next_back().map(|(_, v)| *v);
+            let Some(v) = last.filter(|v| v.range.overlaps(&r)) else { break };
             self.by_start.remove(&v.range.start());
             let cut = v.range.intersect(&r).expect("overlapping");
             if v.range.start() < cut.start() {
@@ -106,15 +116,15 @@ impl Vmas {
                 let right = VaRange::new(cut.end(), v.range.end()).expect("sub-range");
                 self.by_start.insert(right.start(), Vma { range: right, prot: v.prot });
             }
-            removed.push(Vma { range: cut, prot: v.prot });
+            removed(Vma { range: cut, prot: v.prot });
         }
-        removed
     }
 
     /// Give `r` protection `prot` (split at its edges, merge afterwards).
     /// Returns the pieces with their old protection.
     pub fn protect(&mut self, r: VaRange, prot: Prot) -> Vec<Vma> {
-        let old = self.remove(r);
+        let mut old = Vec::new();
+        self.cut(r, &mut |v| old.push(v));
         for piece in &old {
             self.by_start.insert(piece.range.start(), Vma { range: piece.range, prot });
         }
