@@ -35,14 +35,20 @@
 //! * Entries are written with atomic stores: a device (the IOMMU) may walk
 //!   the table while the kernel changes it. There is one writer: the caller
 //!   holds the mirror's lock.
+//! * One walker for every 4-level table: a [`View`] reads a table someone
+//!   else owns — the kernel's CPU page tables, with an x86-64 layout — with
+//!   the same [`Iter`] (one descent per leaf node), so a device fault walks
+//!   the CPU's tables and writes the mirror's with the same code.
 
 mod cursor;
 mod iter;
 mod layout;
 mod memory;
+mod view;
 
 pub use cursor::Cursor;
 pub use iter::Iter;
+pub use view::View;
 pub use layout::{EntryLayout, Leaf, SoftLayout, COUNT_MASK, COUNT_SHIFT};
 pub use memory::{HeapMemory, Node, TableMemory};
 
@@ -150,6 +156,11 @@ pub struct PageTable<L: EntryLayout, M: TableMemory> {
     leaves: usize,
     /// Live entries of the root (other nodes' counts live in their parent entry).
     root_live: usize,
+    /// Where the last cursor stopped: its leaf node's base and path (a
+    /// cursor starts there, so consecutive faults in one 2 MiB block skip
+    /// the walk). Valid while no node is unlinked: every update that
+    /// retires nodes forgets it.
+    hint: (u64, [PhysAddr; LEVELS as usize]),
     _layout: PhantomData<L>,
 }
 
@@ -169,6 +180,7 @@ const fn with_count(raw: u64, n: usize) -> u64 {
     (raw & !COUNT_MASK) | (n as u64) << COUNT_SHIFT
 }
 
+#[inline]
 fn check_va(va: u64) {
     assert!(va < VA_END && va.is_multiple_of(PAGE), "address {va:#x} is not a page in the 48-bit user range");
 }
@@ -177,7 +189,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// An empty table (one root node).
     pub fn new(mem: M) -> Result<Self, OutOfTableMemory> {
         let root = mem.alloc_table().ok_or(OutOfTableMemory)?;
-        Ok(PageTable { mem, root, nodes: 1, leaves: 0, root_live: 0, _layout: PhantomData })
+        Ok(PageTable { mem, root, nodes: 1, leaves: 0, root_live: 0, hint: (cursor::NONE, [root; LEVELS as usize]), _layout: PhantomData })
     }
 
     /// The root node's physical address (what a VT-d context entry holds).
@@ -274,6 +286,9 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
         }
         self.leaves -= out.cleared;
         self.nodes -= out.retired.len();
+        if !out.retired.is_empty() {
+            self.hint.0 = cursor::NONE; // its path may run through an unlinked node
+        }
         out
     }
 
@@ -293,6 +308,9 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
         }
         self.leaves -= out.cleared;
         self.nodes -= out.retired.len();
+        if !out.retired.is_empty() {
+            self.hint.0 = cursor::NONE; // its path may run through an unlinked node
+        }
         out
     }
 
@@ -452,7 +470,9 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// Iterate valid leaves in `range`, skipping empty subtrees: the cost is
     /// proportional to the populated nodes visited, not to the range.
     pub fn iter(&self, range: VaRange) -> Iter<'_, L, M> {
-        Iter::new(self, range.start(), range.end())
+        // SAFETY: nodes are freed only through `&mut self`, which the
+        // shared borrow excludes for the iterator's life; entries are atomics.
+        unsafe { Iter::new(&self.mem, self.root, range.start(), range.end()) }
     }
 
     fn free_subtree(&mut self, table: PhysAddr, level: u8) {

@@ -49,6 +49,7 @@ mod clock;
 mod exclusive;
 mod fault;
 mod fork;
+mod layout;
 pub mod notify;
 mod ops;
 mod source;

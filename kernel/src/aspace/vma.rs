@@ -4,6 +4,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt;
 use hmm::VaRange;
 
@@ -54,12 +55,24 @@ pub struct Vma {
 #[derive(Default)]
 pub struct Vmas {
     by_start: BTreeMap<u64, Vma>,
+    /// The area `find` found last (Linux's per-mm VMA cache): a device
+    /// fault round, and the CPU faults of one loop, ask for the same area
+    /// again and again. Cleared by every change of the areas; the owner's
+    /// lock serialises all access (a `Cell`: `find` takes `&self`).
+    hint: Cell<Option<Vma>>,
 }
 
 impl Vmas {
     /// The area containing `addr`.
     pub fn find(&self, addr: u64) -> Option<Vma> {
-        self.by_start.range(..=addr).next_back().map(|(_, v)| *v).filter(|v| v.range.contains(addr))
+        if let Some(v) = self.hint.get().filter(|v| v.range.contains(addr)) {
+            return Some(v);
+        }
+        let v = self.by_start.range(..=addr).next_back().map(|(_, v)| *v).filter(|v| v.range.contains(addr));
+        if v.is_some() {
+            self.hint.set(v);
+        }
+        v
     }
 
     /// Whether any area overlaps `r`: the last area starting below its
@@ -88,6 +101,7 @@ impl Vmas {
 
     /// Add an area (caller checked it overlaps nothing); merges neighbours.
     pub fn insert(&mut self, vma: Vma) {
+        self.hint.set(None);
         self.by_start.insert(vma.range.start(), vma);
         self.merge_around(vma.range);
     }
@@ -103,6 +117,7 @@ impl Vmas {
     /// one search — while it overlaps `r`; the pieces left beside `r`
     /// overlap it no more, so it ends.
     fn cut(&mut self, r: VaRange, removed: &mut dyn FnMut(Vma)) {
+        self.hint.set(None);
         loop {
             let last = self.by_start.range(..r.end()).next_back().map(|(_, v)| *v);
             let Some(v) = last.filter(|v| v.range.overlaps(&r)) else { break };
@@ -123,6 +138,7 @@ impl Vmas {
     /// Give `r` protection `prot` (split at its edges, merge afterwards).
     /// Returns the pieces with their old protection.
     pub fn protect(&mut self, r: VaRange, prot: Prot) -> Vec<Vma> {
+        self.hint.set(None);
         let mut old = Vec::new();
         self.cut(r, &mut |v| old.push(v));
         for piece in &old {
@@ -147,6 +163,7 @@ impl Vmas {
     /// Merge adjacent areas with equal protection, from the area before
     /// `r` to the one starting at its end, in one pass.
     fn merge_around(&mut self, r: VaRange) {
+        self.hint.set(None);
         let from = self.by_start.range(..r.start()).next_back().map(|(s, _)| *s).unwrap_or(r.start());
         let starts: Vec<u64> = self.by_start.range(from..=r.end()).map(|(s, _)| *s).collect();
         let mut prev: Option<Vma> = None;
