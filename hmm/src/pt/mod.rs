@@ -335,33 +335,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             path[level as usize - 2] = child;
             live[level as usize - 2] = count_of(raw);
         }
-        let node = self.node(path[0]);
-        let (mut seen, mut cleared) = (0, 0);
-        let mut va = start;
-        for entry in &node[index(start, 1)..=index(end - 1, 1)] {
-            if seen == live[0] {
-                break;
-            }
-            out.visited += 1;
-            let raw = entry.load(Ordering::Acquire);
-            if let Some(leaf) = L::decode_leaf(raw) {
-                seen += 1;
-                match f(VirtAddr::new(va), leaf) {
-                    Some(new) if new == leaf => {}
-                    Some(new) => {
-                        entry.store(L::encode_leaf(new), Ordering::Release);
-                        out.changed += 1;
-                    }
-                    None => {
-                        entry.store(0, Ordering::Release);
-                        out.changed += 1;
-                        cleared += 1;
-                    }
-                }
-            }
-            va += PAGE;
-        }
-        out.cleared += cleared;
+        let cleared = self.update_leaves(path[0], start & !(span(2) - 1), start, end, live[0], f, out);
         // Up: the node at `level` lost `gone` live entries.
         let mut gone = cleared;
         for level in 1..LEVELS {
@@ -379,6 +353,47 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             gone = 1;
         }
         self.root_live -= gone;
+    }
+
+    /// The leaf level of an update: `f` on every valid leaf of the node
+    /// `table` (covering `base..`) inside `start..end`, stopping after its
+    /// `live`-th valid leaf. One tight loop over the node's entries with the
+    /// counts kept local (the per-leaf path of every invalidation). Returns
+    /// how many leaves it cleared.
+    #[inline]
+    fn update_leaves(&self, table: PhysAddr, base: u64, start: u64, end: u64, live: usize, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
+        let node = self.node(table);
+        let first = if start > base { index(start, 1) } else { 0 };
+        let stop = if end - base >= span(2) { 512 } else { ((end - base) / PAGE) as usize };
+        let (mut seen, mut visited, mut changed, mut cleared) = (0, 0, 0, 0);
+        let mut va = base + first as u64 * PAGE;
+        for entry in &node[first..stop] {
+            if seen == live {
+                break;
+            }
+            visited += 1;
+            if let Some(leaf) = L::decode_leaf(entry.load(Ordering::Acquire)) {
+                seen += 1;
+                // `va` < 2^47 (a `VaRange`): canonical, no check needed.
+                match f(VirtAddr::new_truncate(va), leaf) {
+                    Some(new) if new == leaf => {}
+                    Some(new) => {
+                        entry.store(L::encode_leaf(new), Ordering::Release);
+                        changed += 1;
+                    }
+                    None => {
+                        entry.store(0, Ordering::Release);
+                        changed += 1;
+                        cleared += 1;
+                    }
+                }
+            }
+            va += PAGE;
+        }
+        out.visited += visited;
+        out.changed += changed;
+        out.cleared += cleared;
+        cleared
     }
 
     /// Retire everything below `table` (at `level`, holding `live`
@@ -410,6 +425,9 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// `whole` (only for [`Self::clear`]): retire fully covered children whole.
     #[allow(clippy::too_many_arguments)]
     fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, live: usize, whole: bool, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
+        if level == 1 {
+            return self.update_leaves(table, base, start, end, live, f, out);
+        }
         let s = span(level);
         let first = if start > base { index(start, level) } else { 0 };
         let (mut seen, mut cleared) = (0, 0);
@@ -420,23 +438,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             }
             out.visited += 1;
             let raw = self.node(table)[i].load(Ordering::Acquire);
-            if level == 1 {
-                let Some(leaf) = L::decode_leaf(raw) else { continue };
-                seen += 1;
-                match f(VirtAddr::new(va), leaf) {
-                    Some(new) if new == leaf => {}
-                    Some(new) => {
-                        self.node(table)[i].store(L::encode_leaf(new), Ordering::Release);
-                        out.changed += 1;
-                    }
-                    None => {
-                        self.node(table)[i].store(0, Ordering::Release);
-                        out.changed += 1;
-                        out.cleared += 1;
-                        cleared += 1;
-                    }
-                }
-            } else if let Some(child) = L::decode_table(raw) {
+            if let Some(child) = L::decode_table(raw) {
                 seen += 1;
                 let n = count_of(raw);
                 let gone = if whole && start <= va && va + s <= end {
