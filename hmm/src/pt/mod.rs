@@ -335,7 +335,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             path[level as usize - 2] = child;
             live[level as usize - 2] = count_of(raw);
         }
-        let cleared = self.update_leaves(path[0], start & !(span(2) - 1), start, end, live[0], f, out);
+        let cleared = self.update_leaves(path[0], start, end, live[0], f, out);
         // Up: the node at `level` lost `gone` live entries.
         let mut gone = cleared;
         for level in 1..LEVELS {
@@ -356,14 +356,16 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     }
 
     /// The leaf level of an update: `f` on every valid leaf of the node
-    /// `table` (covering `base..`) inside `start..end`, stopping after its
+    /// `table` (the leaf node of `start`'s 2 MiB block; `end` is in it or
+    /// at its end) inside `start..end`, stopping after its
     /// `live`-th valid leaf. One tight loop over the node's entries with the
     /// counts kept local (the per-leaf path of every invalidation). Returns
     /// how many leaves it cleared.
     #[inline]
-    fn update_leaves(&self, table: PhysAddr, base: u64, start: u64, end: u64, live: usize, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
+    fn update_leaves(&self, table: PhysAddr, start: u64, end: u64, live: usize, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
         let node = self.node(table);
-        let first = if start > base { index(start, 1) } else { 0 };
+        let base = start & !(span(2) - 1);
+        let first = index(start, 1);
         let stop = if end - base >= span(2) { 512 } else { ((end - base) / PAGE) as usize };
         let (mut seen, mut visited, mut changed, mut cleared) = (0, 0, 0, 0);
         let mut va = base + first as u64 * PAGE;
@@ -426,7 +428,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     #[allow(clippy::too_many_arguments)]
     fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, live: usize, whole: bool, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
         if level == 1 {
-            return self.update_leaves(table, base, start, end, live, f, out);
+            return self.update_leaves(table, start, end, live, f, out);
         }
         let s = span(level);
         let first = if start > base { index(start, level) } else { 0 };
