@@ -161,7 +161,9 @@ impl AddressSpace {
                     return Ok(());
                 }
             }
-            window = hmm::cpu::prefault_window(want, round.window, vma.map(|v| v.range));
+            if round.window > 1 {
+                window = hmm::cpu::prefault_window(want, round.window, vma.map(|v| v.range));
+            }
             for r in hmm::cpu::outside(window, want).filter(|_| window != want) {
                 if round.populate {
                     for va in r.page_addrs() {

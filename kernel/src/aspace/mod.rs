@@ -25,7 +25,9 @@
 //!    └─ retry the rest of the copy
 //! ```
 //!
-//! HMM's device faults enter at [`AddressSpace::fault_in`], the same code.
+//! HMM's device faults enter at [`AddressSpace::fault_round`]: a page
+//! present with the access asked for is taken as it is, anything else goes
+//! through the same code (`Inner::resolve`).
 //!
 //! # Locking
 //! One spin lock per address space around its tables, VMAs and listeners.
