@@ -302,3 +302,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_view_reads_what_the_table_holds() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    pt.populate(va(510), (0..5).map(|i| Leaf::writable(pa(i)))).unwrap();
+    pt.set(va(1 << 20), Leaf::read_only(pa(7))).unwrap();
+    // SAFETY: `pt` outlives the view and is not changed while it lives.
+    let view = unsafe { View::<SoftLayout, HeapMemory>::new(&mem, pt.root()) };
+    for p in [0, 509, 510, 512, 514, 515, 1 << 20, (1 << 20) + 1] {
+        assert_eq!(view.get(va(p).as_u64()), pt.get(va(p)), "page {p}");
+    }
+    assert!(view.leaf_node(va(511).as_u64()).is_some() && view.leaf_node(va(1 << 19).as_u64()).is_none());
+    let all = r(0, (1 << 20) + 8);
+    assert_eq!(view.iter(all).collect::<Vec<_>>(), pt.iter(all).collect::<Vec<_>>());
+}
