@@ -56,6 +56,7 @@ pub mod notify;
 mod ops;
 mod source;
 mod pte;
+mod unmap;
 pub mod state;
 pub mod swap;
 mod uaccess;
@@ -110,10 +111,6 @@ pub struct AspaceStats {
 /// Most pages one change releases through its buffer (a reclaim batch;
 /// single-page changes use one or two entries).
 pub const RELEASE_MAX: usize = 64;
-
-/// Up to this many pages, a small unmap looks each entry up instead of
-/// walking the range (measured: a one-page walk's descent costs more).
-const DIRECT_LOOKUP_PAGES: u64 = 4;
 
 /// What a change's entries held, released after its `invalidate_end`: a
 /// fixed buffer, so no change allocates. Bulk changes that could exceed it
@@ -525,63 +522,6 @@ impl Inner {
                 _ => {}
             }
         }
-    }
-
-    /// Inside an unmap: every present entry in `r` becomes dying (no
-    /// translation, frame reference kept), so the frames outlive
-    /// `invalidate_end` without a list; [`Inner::reap`] frees them after.
-    fn kill_entries(&mut self, r: VaRange, tlb: &mut TlbFlush) {
-        self.tables().for_each(r.start(), r.end(), &mut |va, e| {
-            if let Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } = Pte::decode(e) {
-                pte::set_dying(e, frame);
-                tlb.add(page(va));
-            }
-        });
-    }
-
-    /// Inside an unmap of at most [`RELEASE_MAX`] pages: every present
-    /// entry in `r` is cleared and its frame goes to `released` (freed
-    /// after `invalidate_end`). Swapped entries stay for [`Inner::reap`]:
-    /// returns whether there were any.
-    fn drop_entries(&mut self, r: VaRange, tlb: &mut TlbFlush, released: &mut Released) -> bool {
-        let mut swapped = false;
-        let mut drop_entry = |va: u64, e: &mut x86_64::structures::paging::page_table::PageTableEntry| match Pte::decode(e) {
-            Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } => {
-                e.set_unused();
-                tlb.add(page(va));
-                // SAFETY: the entry held this frame reference; it is cleared.
-                unsafe { released.frame(frame) };
-            }
-            Pte::Swapped { .. } => swapped = true,
-            Pte::None | Pte::Dying { .. } => {}
-        };
-        if r.pages() <= DIRECT_LOOKUP_PAGES {
-            // A lookup per page (three loads each) is cheaper than the
-            // range walk's descent for a few pages.
-            for va in r.page_addrs() {
-                if let Ok(Some(e)) = self.tables().entry(va, false) {
-                    drop_entry(va, e);
-                }
-            }
-        } else {
-            self.tables().for_each(r.start(), r.end(), &mut drop_entry);
-        }
-        swapped
-    }
-
-    /// After an unmap's `invalidate_end`: release what the entries of `r`
-    /// held (dying frames, swap slots) and clear them.
-    fn reap(&mut self, r: VaRange) {
-        self.tables().for_each(r.start(), r.end(), &mut |_, e| {
-            match Pte::decode(e) {
-                // SAFETY: a dying entry holds the frame reference of the present entry it was.
-                Pte::Dying { frame } => release_user_frame(unsafe { Frame::from_raw(frame) }),
-                Pte::Swapped { slot } => swap::SWAP.release(slot),
-                Pte::Present { .. } | Pte::Exclusive { .. } => unreachable!("munmap left a present entry"),
-                Pte::None => {}
-            }
-            e.set_unused();
-        });
     }
 }
 
