@@ -34,7 +34,7 @@ pub mod regs;
 
 pub use domain::{Domain, DomainId, Iova, MapError, Perm};
 pub use fault::{Access, FaultRecord};
-pub use flush::{plan, IotlbCommand, IotlbFlush, DOMAIN_THRESHOLD};
+pub use flush::{plan, IotlbCommand, IotlbFlush, Plan, DOMAIN_THRESHOLD};
 pub use layout::VtdLayout;
 
 use crate::mmio::Registers;
@@ -306,7 +306,7 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
     /// update callback; HMM frees its table nodes after it returns.)
     pub fn invalidate_ranges(&mut self, id: DomainId, ranges: &[(u64, u64)]) -> Result<FlushReport, IommuError> {
         let mut report = FlushReport::default();
-        for cmd in plan(ranges, self.cap.mamv(), self.cap.psi(), DOMAIN_THRESHOLD) {
+        for cmd in plan(ranges, self.cap.mamv(), self.cap.psi(), DOMAIN_THRESHOLD).iter() {
             match cmd {
                 IotlbCommand::Page { addr, am } => {
                     log::debug!("iotlb did={} scope=page addr={addr:#x} am={am} pages={}", id.0, 1u64 << am);

@@ -25,7 +25,9 @@
 //!    └─ retry the rest of the copy
 //! ```
 //!
-//! HMM's device faults enter at [`AddressSpace::fault_in`], the same code.
+//! HMM's device faults enter at [`AddressSpace::fault_round`]: a page
+//! present with the access asked for is taken as it is, anything else goes
+//! through the same code (`Inner::resolve`).
 //!
 //! # Locking
 //! One spin lock per address space around its tables, VMAs and listeners.
@@ -49,10 +51,12 @@ mod clock;
 mod exclusive;
 mod fault;
 mod fork;
+mod layout;
 pub mod notify;
 mod ops;
 mod source;
 mod pte;
+mod unmap;
 pub mod state;
 pub mod swap;
 mod uaccess;
@@ -69,6 +73,7 @@ use crate::mm::tlb::TlbFlush;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hmm::{BadRange, VaRange, PAGE};
 use notify::Listeners;
@@ -111,13 +116,15 @@ pub const RELEASE_MAX: usize = 64;
 /// fixed buffer, so no change allocates. Bulk changes that could exceed it
 /// (munmap) keep their work list in the page table instead (dying entries).
 pub(crate) struct Released {
-    frames: [Option<PhysFrame>; RELEASE_MAX],
+    /// `frames[..nframes]` are written (the rest is never read: no
+    /// kilobyte of `None`s to write for every one-page change).
+    frames: [MaybeUninit<PhysFrame>; RELEASE_MAX],
     nframes: usize,
 }
 
 impl Released {
     fn new() -> Self {
-        Released { frames: [None; RELEASE_MAX], nframes: 0 }
+        Released { frames: [const { MaybeUninit::uninit() }; RELEASE_MAX], nframes: 0 }
     }
 
     /// Take over the frame reference a user entry held.
@@ -126,16 +133,18 @@ impl Released {
     /// `frame` must carry a reference (an entry's) that nobody else releases.
     pub(crate) unsafe fn frame(&mut self, frame: PhysFrame) {
         assert!(self.nframes < RELEASE_MAX, "a change released more than {RELEASE_MAX} frames through its buffer");
-        self.frames[self.nframes] = Some(frame);
+        self.frames[self.nframes].write(frame);
         self.nframes += 1;
     }
 }
 
 impl Drop for Released {
     fn drop(&mut self) {
-        for f in self.frames[..self.nframes].iter_mut().filter_map(Option::take) {
-            // SAFETY: `Released::frame`'s contract: we own this reference.
-            release_user_frame(unsafe { Frame::from_raw(f) });
+        for f in &self.frames[..self.nframes] {
+            // SAFETY: `Released::frame` wrote `frames[..nframes]` (a
+            // `PhysFrame` is `Copy`: reading it twice is no double use),
+            // and its contract says we own each reference, released once here.
+            release_user_frame(unsafe { Frame::from_raw(f.assume_init()) });
         }
     }
 }
@@ -442,8 +451,19 @@ impl AddressSpace {
         if !inner.vmas.overlaps(r) {
             return Ok(());
         }
-        inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, _| inner.kill_entries(r, tlb));
-        inner.reap(r);
+        // A small unmap frees through the change's fixed buffer (one walk);
+        // a bulk one keeps its work list in the table (dying entries, reaped).
+        let reap = inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, released| {
+            if r.pages() <= RELEASE_MAX as u64 {
+                inner.drop_entries(r, tlb, released)
+            } else {
+                inner.kill_entries(r, tlb);
+                true
+            }
+        });
+        if reap {
+            inner.reap(r);
+        }
         // After the invalidation bracket: the VMA bookkeeping may allocate.
         inner.vmas.remove(r);
         Ok(())
@@ -502,33 +522,6 @@ impl Inner {
                 _ => {}
             }
         }
-    }
-
-    /// Inside an unmap: every present entry in `r` becomes dying (no
-    /// translation, frame reference kept), so the frames outlive
-    /// `invalidate_end` without a list; [`Inner::reap`] frees them after.
-    fn kill_entries(&mut self, r: VaRange, tlb: &mut TlbFlush) {
-        self.tables().for_each(r.start(), r.end(), &mut |va, e| {
-            if let Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } = Pte::decode(e) {
-                pte::set_dying(e, frame);
-                tlb.add(page(va));
-            }
-        });
-    }
-
-    /// After an unmap's `invalidate_end`: release what the entries of `r`
-    /// held (dying frames, swap slots) and clear them.
-    fn reap(&mut self, r: VaRange) {
-        self.tables().for_each(r.start(), r.end(), &mut |_, e| {
-            match Pte::decode(e) {
-                // SAFETY: a dying entry holds the frame reference of the present entry it was.
-                Pte::Dying { frame } => release_user_frame(unsafe { Frame::from_raw(frame) }),
-                Pte::Swapped { slot } => swap::SWAP.release(slot),
-                Pte::Present { .. } | Pte::Exclusive { .. } => unreachable!("munmap left a present entry"),
-                Pte::None => {}
-            }
-            e.set_unused();
-        });
     }
 }
 
