@@ -55,6 +55,7 @@ fn hundred_thousand_operations() {
     drop(alloc::vec![0u8; 8 << 20]);
     let before = kernel::mm::frames::stats().free;
     let heap_before = kernel::mm::heap::mapped();
+    let heap_used_before = kernel::mm::heap::usage().0;
     let pids: Vec<proc::Pid> = (0..PROCESSES)
         .map(|i| proc::spawn("stress", format!("{THREADS} {OPS_PER_THREAD} {} {}", i % 2, 7 + i).as_bytes()).expect("spawn stress"))
         .collect();
@@ -75,11 +76,6 @@ fn hundred_thousand_operations() {
             migrated += m;
         }
         rounds += 1;
-        if rounds % 300 == 0 {
-            for (pid, name, state) in proc::list() {
-                kernel::println!("  [{} ticks] {pid} {name}: {state}", kernel::sched::ticks());
-            }
-        }
         for (i, a) in accs.iter().enumerate() {
             for c in a.lock().contexts() {
                 let seen = c.mm.stats().retries;
@@ -108,6 +104,7 @@ fn hundred_thousand_operations() {
     for a in accs {
         a.lock().unbind();
     }
+    kernel::println!("  heap used/mapped {:?} {} (before: {heap_used_before} used, {heap_before} mapped)", kernel::mm::heap::usage(), kernel::mm::heap::mapped());
     assert_eq!(kernel::mm::heap::mapped(), heap_before, "the run fitted in the heap mapped beforehand");
     let after = kernel::mm::frames::stats().free;
     assert_eq!(after, before, "every frame came back ({} missing)", before as i64 - after as i64);

@@ -88,26 +88,40 @@ struct Job<'a> {
     scratch: u64,
 }
 
-fn byte_of(version: u32, k: usize) -> u8 {
+/// Word `j` (bytes `8j..8j+8`, little-endian) of a page holding `version`.
+fn word_of(version: u32, j: usize) -> u64 {
     match version {
         0 => 0,
-        v if v & FILL != 0 => v as u8,
-        v => {
-            let x = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (k as u64 / 8).wrapping_mul(0xff51_afd7_ed55_8ccd);
-            (x >> ((k % 8) * 8)) as u8
-        }
+        v if v & FILL != 0 => (v as u8 as u64) * 0x0101_0101_0101_0101,
+        v => (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (j as u64).wrapping_mul(0xff51_afd7_ed55_8ccd),
     }
+}
+
+fn byte_of(version: u32, k: usize) -> u8 {
+    (word_of(version, k / 8) >> ((k % 8) * 8)) as u8
+}
+
+/// A page as words (pages are 8-byte aligned).
+fn words(page: &[u8]) -> &[u64] {
+    assert!(page.len() == PAGE as usize && page.as_ptr() as usize % 8 == 0);
+    // SAFETY: aligned, in bounds, and every bit pattern is a valid u64.
+    unsafe { core::slice::from_raw_parts(page.as_ptr() as *const u64, page.len() / 8) }
 }
 
 fn fill_pattern(dst: &mut [u8], version: u32) {
-    for (k, b) in dst.iter_mut().enumerate() {
-        *b = byte_of(version, k);
+    assert!(dst.len() == PAGE as usize && dst.as_ptr() as usize % 8 == 0);
+    // SAFETY: as in `words`, and `dst` is borrowed uniquely.
+    let w = unsafe { core::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u64, dst.len() / 8) };
+    for (j, x) in w.iter_mut().enumerate() {
+        *x = word_of(version, j);
     }
 }
 
-/// The first byte of `page` that differs from `version`'s bytes.
+/// The first byte of `page` that differs from `version`'s bytes (compared
+/// a word at a time: the check runs on every page a thread looks at).
 fn first_difference(page: &[u8], version: u32) -> Option<(usize, u8)> {
-    page.iter().enumerate().find(|&(k, &b)| b != byte_of(version, k)).map(|(k, &b)| (k, b))
+    let j = words(page).iter().enumerate().position(|(j, &x)| x != word_of(version, j))?;
+    (8 * j..8 * j + 8).find(|&k| page[k] != byte_of(version, k)).map(|k| (k, page[k]))
 }
 
 struct Worker<'a> {
