@@ -48,9 +48,8 @@ fn everything_at_once() {
             assert_eq!(info.status, 0, "{name}");
         }
     }
-    let c = kernel::sched::cpu();
-    let switches = c.switches.load(core::sync::atomic::Ordering::Relaxed);
-    kernel::println!("  {switches} context switches, {} timer preemptions", c.preemptions.load(core::sync::atomic::Ordering::Relaxed));
+    let (switches, preemptions, steals) = kernel::sched::totals();
+    kernel::println!("  {switches} context switches, {preemptions} timer preemptions, {steals} steals ({} CPUs)", kernel::cpus::online().len());
     // Contenders for an accelerator sleep until its lock is released; when
     // they yielded to each other instead, this run took 2.8 M switches.
     assert!(switches < 1_000_000, "no ping-pong between lock contenders ({switches} switches)");

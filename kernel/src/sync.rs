@@ -31,15 +31,18 @@
 //! The held-rank counters belong to the running task: a task may sleep
 //! holding locks (a device job sleeps in its DMA wait holding its
 //! accelerator), so the scheduler swaps the counters at every context
-//! switch ([`save_held`], [`restore_held`]). With more CPUs the live copy becomes per-CPU.
+//! switch ([`save_held`], [`restore_held`]). The live copy is per CPU (each
+//! CPU runs one task at a time); a task moves between CPUs only through a
+//! switch, which saves its counts and restores them where it resumes.
 //!
 //! # Contention
-//! One CPU spinning on a lock whose holder is asleep would spin forever.
+//! A CPU spinning on a lock whose holder is asleep would spin forever.
 //! When [`RankedMutex::lock`] finds the lock taken, it calls the contention
 //! hook the scheduler installs ([`set_contended_hook`]): with interrupts on,
 //! the spinner sleeps until that lock is released (each lock counts its
 //! releases) or an interrupt arrives, so the holder can run and nobody spins.
 
+use crate::cpus::MAX_CPUS;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -72,14 +75,21 @@ impl fmt::Display for LockRank {
 
 /// Number of rank slots (index = rank; slot 0 unused).
 pub const RANKS: usize = 7;
-/// How many locks of each rank are held right now.
-static HELD: [AtomicU32; RANKS] = [const { AtomicU32::new(0) }; RANKS];
+/// How many locks of each rank the task running on each CPU holds.
+static HELD: [[AtomicU32; RANKS]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; RANKS] }; MAX_CPUS];
+
+/// The running CPU's live counts. Only that CPU touches them (interrupt
+/// handlers take no ranked locks), so relaxed atomics suffice.
+fn live() -> &'static [AtomicU32; RANKS] {
+    &HELD[crate::cpus::this_cpu().index()]
+}
 
 /// The highest-ranked lock held above `rank`, if any.
 fn held_above(rank: LockRank) -> Option<LockRank> {
+    let live = live();
     [LockRank::RunQueue, LockRank::Process, LockRank::Iommu, LockRank::Device, LockRank::AddressSpace, LockRank::HmmAccel]
         .into_iter()
-        .find(|&r| r > rank && HELD[r as usize].load(Ordering::Relaxed) > 0)
+        .find(|&r| r > rank && live[r as usize].load(Ordering::Relaxed) > 0)
 }
 
 /// The held-lock counts of one task (see the module docs).
@@ -88,19 +98,20 @@ pub type HeldRanks = [u32; RANKS];
 /// The live held-lock counts, for the task being switched out (the
 /// scheduler, with interrupts off).
 pub fn save_held() -> HeldRanks {
-    core::array::from_fn(|i| HELD[i].load(Ordering::Relaxed))
+    let live = live();
+    core::array::from_fn(|i| live[i].load(Ordering::Relaxed))
 }
 
 /// Make `saved` the live held-lock counts (the task being switched in).
 pub fn restore_held(saved: &HeldRanks) {
-    for (live, s) in HELD.iter().zip(saved.iter()) {
+    for (live, s) in live().iter().zip(saved.iter()) {
         live.store(*s, Ordering::Relaxed);
     }
 }
 
 /// How many locks of `rank` the running task holds.
 pub fn held(rank: LockRank) -> u32 {
-    HELD[rank as usize].load(Ordering::Relaxed)
+    live()[rank as usize].load(Ordering::Relaxed)
 }
 
 static CONTENDED_HOOK: AtomicUsize = AtomicUsize::new(0);
@@ -162,7 +173,7 @@ impl<T> RankedMutex<T> {
             }
             contended(&self.releases);
         };
-        HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
         RankedGuard { rank: self.rank, releases: &self.releases, guard }
     }
 
@@ -174,7 +185,7 @@ impl<T> RankedMutex<T> {
             }
         }
         let guard = self.inner.try_lock()?;
-        HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
         Some(RankedGuard { rank: self.rank, releases: &self.releases, guard })
     }
 
@@ -186,7 +197,7 @@ impl<T> RankedMutex<T> {
 
 impl<T> Drop for RankedGuard<'_, T> {
     fn drop(&mut self) {
-        HELD[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
+        live()[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
         // (The spin lock itself is released right after this, when `guard`
         // drops; a woken waiter that still finds it taken sleeps again.)
         self.releases.fetch_add(1, Ordering::SeqCst);

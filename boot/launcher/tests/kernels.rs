@@ -65,7 +65,7 @@ fn machine_for(name: &str, common: &Machine) -> Machine {
 /// The processor counts a kernel is booted with (each a separate run).
 fn cpu_counts(name: &str) -> &'static [u8] {
     match name {
-        "smp_boot" | "interrupts" | "user_sched" => &[1, 2, 4],
+        "smp_boot" | "interrupts" | "user_sched" | "lock_order_reversed" => &[1, 2, 4],
         _ => &[launcher::DEFAULT_CPUS],
     }
 }
