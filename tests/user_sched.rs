@@ -34,9 +34,11 @@ fn timer_preempts_a_cpu_hog() {
     let sleeper = spawn("ticker", "5");
     let t = proc::wait_exit(sleeper).expect("ticker exits");
     assert_eq!(t.status, 0);
-    for hog in hogs {
+    for &hog in &hogs {
         let hog_state = state(hog);
         assert!(!hog_state.starts_with("exited"), "the hog still runs when the sleeper is done (it is `{hog_state}`)");
+    }
+    for hog in hogs {
         assert_eq!(proc::wait_exit(hog).expect("spin exits").status, 0);
     }
     let n = sched::totals().1 - before;

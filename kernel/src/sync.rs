@@ -40,7 +40,12 @@
 //! When [`RankedMutex::lock`] finds the lock taken, it calls the contention
 //! hook the scheduler installs ([`set_contended_hook`]): with interrupts on,
 //! the spinner sleeps until that lock is released (each lock counts its
-//! releases) or an interrupt arrives, so the holder can run and nobody spins.
+//! releases, after unlocking) or an interrupt arrives, so the holder can run
+//! and nobody spins. Every release calls the scheduler's release hook
+//! ([`set_released_hook`]), which kicks the other CPUs that have a task
+//! asleep on a lock (the holder may run on another CPU). Spinning would be
+//! the wrong answer under TCG: each `pause` hands the emulator thread to
+//! the next vCPU while the virtual clock hardly moves.
 
 use crate::cpus::MAX_CPUS;
 use core::fmt;
@@ -117,22 +122,43 @@ pub fn held(rank: LockRank) -> u32 {
 static CONTENDED_HOOK: AtomicUsize = AtomicUsize::new(0);
 
 /// What runs while a lock is taken by someone else: it gets the lock's
-/// release counter (the scheduler sleeps until it changes).
-pub type ContendedHook = fn(&AtomicU64);
+/// release counter and its value read before the failed attempt (the
+/// scheduler sleeps until it changes).
+pub type ContendedHook = fn(&AtomicU64, u64);
 
 /// Install the contention hook (the scheduler's).
 pub fn set_contended_hook(hook: ContendedHook) {
     CONTENDED_HOOK.store(hook as usize, Ordering::SeqCst);
 }
 
-fn contended(releases: &AtomicU64) {
+static RELEASED_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// What runs after a release of a lock that has contenders (the scheduler
+/// kicks the other CPUs whose tasks sleep on a contended lock).
+pub type ReleasedHook = fn();
+
+/// Install the release hook (the scheduler's).
+pub fn set_released_hook(hook: ReleasedHook) {
+    RELEASED_HOOK.store(hook as usize, Ordering::SeqCst);
+}
+
+fn released() {
+    let h = RELEASED_HOOK.load(Ordering::Relaxed);
+    if h != 0 {
+        // SAFETY: only `set_released_hook` stores non-zero values, always a `ReleasedHook`.
+        let h: ReleasedHook = unsafe { core::mem::transmute::<usize, ReleasedHook>(h) };
+        h();
+    }
+}
+
+fn contended(releases: &AtomicU64, seen: u64) {
     let h = CONTENDED_HOOK.load(Ordering::Relaxed);
     if h == 0 {
         core::hint::spin_loop();
     } else {
         // SAFETY: only `set_contended_hook` stores non-zero values, always a `ContendedHook`.
         let h: ContendedHook = unsafe { core::mem::transmute::<usize, ContendedHook>(h) };
-        h(releases);
+        h(releases, seen);
     }
 }
 
@@ -141,6 +167,9 @@ pub struct RankedMutex<T> {
     rank: LockRank,
     /// Times this lock was released (a contender sleeps until it changes).
     releases: AtomicU64,
+    /// Tasks trying to take it after a failed attempt (a release calls the
+    /// release hook only then: see `lock`).
+    contenders: AtomicU32,
     inner: spin::Mutex<T>,
 }
 
@@ -148,12 +177,13 @@ pub struct RankedMutex<T> {
 pub struct RankedGuard<'a, T> {
     rank: LockRank,
     releases: &'a AtomicU64,
-    guard: spin::MutexGuard<'a, T>,
+    contenders: &'a AtomicU32,
+    guard: core::mem::ManuallyDrop<spin::MutexGuard<'a, T>>,
 }
 
 impl<T> RankedMutex<T> {
     pub const fn new(rank: LockRank, value: T) -> Self {
-        RankedMutex { rank, releases: AtomicU64::new(0), inner: spin::Mutex::new(value) }
+        RankedMutex { rank, releases: AtomicU64::new(0), contenders: AtomicU32::new(0), inner: spin::Mutex::new(value) }
     }
 
     pub fn rank(&self) -> LockRank {
@@ -167,14 +197,30 @@ impl<T> RankedMutex<T> {
                 panic!("lock order violated: taking the {} lock while holding the {} lock", self.rank, above);
             }
         }
+        // A contender counts itself, then reads the release counter, then
+        // tries; a release unlocks, counts, then reads `contenders` (all
+        // SeqCst). So a release after a failed try either sees the
+        // contender (and calls the hook) or is counted before the try...
+        // which then could not have failed. The contender sleeps until the
+        // counter moves from the value read before its try.
+        let mut contending = false;
         let guard = loop {
+            let seen = self.releases.load(Ordering::SeqCst);
             if let Some(g) = self.inner.try_lock() {
                 break g;
             }
-            contended(&self.releases);
+            if !contending {
+                contending = true;
+                self.contenders.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            contended(&self.releases, seen);
         };
+        if contending {
+            self.contenders.fetch_sub(1, Ordering::SeqCst);
+        }
         live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
-        RankedGuard { rank: self.rank, releases: &self.releases, guard }
+        RankedGuard { rank: self.rank, releases: &self.releases, contenders: &self.contenders, guard: core::mem::ManuallyDrop::new(guard) }
     }
 
     /// Take the lock if it is free (the rank is checked as in [`lock`](Self::lock)).
@@ -186,7 +232,7 @@ impl<T> RankedMutex<T> {
         }
         let guard = self.inner.try_lock()?;
         live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
-        Some(RankedGuard { rank: self.rank, releases: &self.releases, guard })
+        Some(RankedGuard { rank: self.rank, releases: &self.releases, contenders: &self.contenders, guard: core::mem::ManuallyDrop::new(guard) })
     }
 
     /// Exclusive access without locking (the owner has `&mut`).
@@ -198,9 +244,14 @@ impl<T> RankedMutex<T> {
 impl<T> Drop for RankedGuard<'_, T> {
     fn drop(&mut self) {
         live()[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
-        // (The spin lock itself is released right after this, when `guard`
-        // drops; a woken waiter that still finds it taken sleeps again.)
+        // SAFETY: dropped exactly once, here; `guard` is not used after.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.guard) };
+        // Counted after the unlock, so a contender woken by the count finds
+        // the lock free (unless someone else took it first).
         self.releases.fetch_add(1, Ordering::SeqCst);
+        if self.contenders.load(Ordering::SeqCst) > 0 {
+            released();
+        }
     }
 }
 

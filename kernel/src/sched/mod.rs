@@ -64,6 +64,8 @@
 //! - Interrupt waits and lock contention: compared against the global
 //!   interrupt epoch; see `irq` for the IPI that reaches waiters on other
 //!   CPUs (the CPU joins `irq`'s waiter set before its last epoch check).
+//!   A lock release kicks the CPUs in `LOCK_WAITERS` the same way (see
+//!   `on_released`).
 //! - Idle: the idle task checks for ready work (its own queue, due
 //!   waiters, stealable tasks) with interrupts off, then `sti; hlt`. Whoever
 //!   makes a task ready on another CPU kicks that CPU; an IPI that arrives
@@ -94,9 +96,6 @@ pub use crate::cpus::MAX_CPUS;
 pub const TICK_US: u64 = 10_000;
 /// Ticks a task may run in ring 3 before the timer preempts it.
 pub const SLICE_TICKS: u64 = 1;
-
-/// How often a contended lock's release counter is polled before parking.
-const CONTENDED_SPINS: u32 = 2000;
 
 /// A contended lock's release counter, as a parked task names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +151,9 @@ pub struct Cpu {
     pub preemptions: AtomicU64,
     /// Tasks this CPU took from other CPUs' ready queues.
     pub steals: AtomicU64,
+    /// Times its idle task halted / looked for work and found some.
+    pub idle_halts: AtomicU64,
+    pub idle_wakeups: AtomicU64,
     /// `ready.len()`, readable without the lock (placement, stealing).
     nr_ready: AtomicUsize,
     /// Whether it runs a task other than its idle task.
@@ -164,6 +166,8 @@ static CPUS: Lazy<[Cpu; MAX_CPUS]> = Lazy::new(|| {
         switches: AtomicU64::new(0),
         preemptions: AtomicU64::new(0),
         steals: AtomicU64::new(0),
+        idle_halts: AtomicU64::new(0),
+        idle_wakeups: AtomicU64::new(0),
         nr_ready: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
     })
@@ -220,6 +224,7 @@ pub fn init() {
     });
     irq::set_wait_hook(wait_hook);
     crate::sync::set_contended_hook(on_contended);
+    crate::sync::set_released_hook(on_released);
     STARTED.store(true, Ordering::SeqCst);
     irq::lapic().start_periodic_us(TICK_US);
     for c in cpus::online().without(CpuId::BOOT).iter() {
@@ -256,8 +261,10 @@ fn idle_loop() -> ! {
             !rq.ready.is_empty()
         };
         if work || stealable(me).is_some() {
+            of(me).idle_wakeups.fetch_add(1, Ordering::Relaxed);
             reschedule(Park::Idle);
         } else {
+            of(me).idle_halts.fetch_add(1, Ordering::Relaxed);
             interrupts::enable_and_hlt();
         }
     }
@@ -389,24 +396,29 @@ pub fn preempt_point() {
 /// With interrupts on, sleep until a lock is released or an interrupt
 /// comes (the holder, asleep in a device wait, needs one), so contenders
 /// never spin against each other.
-fn on_contended(releases: &AtomicU64) {
+fn on_contended(releases: &AtomicU64, seen: u64) {
     if !started() || !interrupts::are_enabled() {
         core::hint::spin_loop();
         return;
     }
-    // The holder may be running on another CPU, about to release: spin a
-    // little before parking (a park costs up to a tick to notice the release).
-    let was = releases.load(Ordering::SeqCst);
-    if cpus::online().len() > 1 {
-        for _ in 0..CONTENDED_SPINS {
-            if releases.load(Ordering::SeqCst) != was {
-                return;
-            }
-            core::hint::spin_loop();
-        }
+    reschedule(Park::Lock(irq::epoch(), LockCounter(releases), seen));
+}
+
+/// CPUs with a task parked on a contended lock.
+static LOCK_WAITERS: cpus::AtomicCpuSet = cpus::AtomicCpuSet::new();
+
+/// The release hook: kick the other CPUs with lock waiters. A waiter's CPU
+/// joins the set before it compares the release counter (in `wake_due`);
+/// the release counts before it reads the set (both SeqCst): one of the
+/// two sees the other.
+fn on_released() {
+    let waiters = LOCK_WAITERS.load();
+    if waiters.is_empty() {
+        return;
     }
-    // Seen before parking: a release in between makes the park due at once.
-    reschedule(Park::Lock(irq::epoch(), LockCounter(releases), was));
+    for c in waiters.without(cpus::this_cpu()).iter() {
+        irq::kick(c);
+    }
 }
 
 /// `irq::wait_until` once the scheduler runs: sleep until the next
@@ -465,6 +477,9 @@ impl RunQueue {
         if !self.waiting.iter().any(|(_, p)| p.wants_irq()) {
             irq::set_irq_waiter(here, false);
         }
+        if !self.waiting.iter().any(|(_, p)| matches!(p, Park::Lock(..))) {
+            LOCK_WAITERS.remove(here);
+        }
     }
 }
 
@@ -509,6 +524,9 @@ fn reschedule(park: Park) {
     if park.wants_irq() {
         irq::set_irq_waiter(here, true); // before the epoch check in wake_due: see `irq`
     }
+    if matches!(park, Park::Lock(..)) {
+        LOCK_WAITERS.insert(here); // before the counter check in wake_due: see `on_released`
+    }
     if !Arc::ptr_eq(&me, &idle) {
         me.set_state(match park {
             Park::Ready | Park::Idle => TaskState::Ready,
@@ -551,13 +569,24 @@ fn reschedule(park: Park) {
             core::hint::spin_loop();
         }
         next.on_cpu.store(true, Ordering::Relaxed);
+        let (me_ptr, next_ptr) = (Arc::as_ptr(&me), Arc::as_ptr(&next));
+        if park == Park::Exit {
+            // This frame never resumes: its references would never be
+            // dropped. `dead` and `current` keep both tasks alive.
+            drop(me);
+            drop(next);
+            // SAFETY: as below; `me` lives in this CPU's `dead` until its
+            // next `reschedule`, which runs after this switch; `next` in
+            // `current`.
+            unsafe { switch::switch_to(&*me_ptr, &*next_ptr) };
+            unreachable!("a dead task was switched back to");
+        }
         // SAFETY: interrupts are off and the run queue is unlocked
         // (invariant 1); `me` is the task running on this stack and `next`
         // a task switched out earlier (its registers saved: `on_cpu` was
         // seen false) or new; both stay alive: `me` through this frame's
-        // Arc until it returns (a dead `me` is kept in `dead`), `next`
-        // through `current`.
-        unsafe { switch::switch_to(&me, &next) };
+        // Arc until it returns, `next` through `current`.
+        unsafe { switch::switch_to(&*me_ptr, &*next_ptr) };
     }
     drop(me);
     drop(next);
