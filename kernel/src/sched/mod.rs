@@ -587,6 +587,10 @@ fn reschedule(park: Park) {
         // seen false) or new; both stay alive: `me` through this frame's
         // Arc until it returns, `next` through `current`.
         unsafe { switch::switch_to(&*me_ptr, &*next_ptr) };
+    } else if park == Park::Ready {
+        // Nothing else to run: a caller polling with `yield_now` spins. Say
+        // so (`pause`; TCG hands its thread to the next vCPU on it).
+        core::hint::spin_loop();
     }
     drop(me);
     drop(next);
