@@ -121,7 +121,13 @@ impl Accelerator {
                 log::warn!("unclaimed IOMMU fault before a transfer: {stale}");
             }
         }
+        // A record stashed for us belongs to an earlier transfer (one that
+        // timed out): not this one's.
+        if let Some(stale) = super::fault_stash::claim(self.bdf) {
+            log::warn!("unclaimed IOMMU fault before a transfer: {stale}");
+        }
         let before = self.vector.count();
+        let overflows = super::fault_stash::overflows();
         self.edu.start_dma(req)?;
         self.transfers += 1;
         let t0 = crate::cycles::now();
@@ -134,17 +140,24 @@ impl Accelerator {
             return Err(DmaError::Timeout);
         }
         let faults = iommu.lock().take_faults();
-        let mut ours = None;
+        if faults.overflow {
+            super::fault_stash::note_overflow();
+        }
+        // Records lost while we ran, whoever drained the flag.
+        let lost = super::fault_stash::overflows() != overflows;
+        // Another transfer may have drained ours (see `fault_stash`).
+        let mut ours = super::fault_stash::claim(self.bdf);
         for rec in faults.records {
-            if rec.source == self.bdf && ours.is_none() {
-                ours = Some(rec);
+            if rec.source == self.bdf {
+                ours = ours.or(Some(rec));
             } else {
-                log::warn!("IOMMU fault from another source during accel{}'s transfer: {rec}", self.index);
+                log::debug!("IOMMU fault of another source during accel{}'s transfer, kept for it: {rec}", self.index);
+                super::fault_stash::stash(rec);
             }
         }
         match ours {
             Some(rec) => Err(DmaError::Fault(rec)),
-            None if faults.overflow => {
+            None if lost => {
                 // Records were lost: we cannot prove our transfer was clean.
                 log::warn!("IOMMU fault records overflowed during accel{}'s transfer", self.index);
                 Err(DmaError::Fault(FaultRecord { addr: req.ram().as_u64() & !0xfff, access: match req.direction() {

@@ -19,6 +19,7 @@
 
 pub mod accel;
 pub mod disk;
+pub mod fault_stash;
 pub mod memory;
 
 pub use accel::{Accelerator, DmaError, WAIT_CYCLES};

@@ -414,12 +414,15 @@ impl SwapDisk {
         if omitted {
             hal::remap_permanent(self.bounce[0]);
         }
-        let mut fault = None;
-        for rec in self.iommu.lock().take_faults().records {
-            if rec.source == self.bdf && fault.is_none() {
-                fault = Some(rec);
+        let drained = self.iommu.lock().take_faults().records;
+        // Another transfer may have drained ours (see `platform::fault_stash`).
+        let mut fault = crate::platform::fault_stash::claim(self.bdf);
+        for rec in drained {
+            if rec.source == self.bdf {
+                fault = fault.or(Some(rec));
             } else {
-                log::warn!("IOMMU fault from another source during a disk transfer: {rec}");
+                log::debug!("IOMMU fault of another source during a disk transfer, kept for it: {rec}");
+                crate::platform::fault_stash::stash(rec);
             }
         }
         if let Some(e) = fault.map(DiskError::DmaFault).or(status).or(failure) {
