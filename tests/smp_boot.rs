@@ -230,13 +230,20 @@ fn interrupt_on_cpu0_wakes_a_waiter_elsewhere() {
 static HOLDING: AtomicBool = AtomicBool::new(false);
 static RELEASE: AtomicBool = AtomicBool::new(false);
 static HOLDER_SAW: AtomicU32 = AtomicU32::new(0);
+static CHECK_AGAIN: AtomicBool = AtomicBool::new(false);
+static HOLDER_SAW_LATER: AtomicU32 = AtomicU32::new(u32::MAX);
 static LOCK: kernel::sync::RankedMutex<()> = kernel::sync::RankedMutex::new(kernel::sync::LockRank::Iommu, ());
 
 fn hold_iommu_rank(_: u64) {
     let g = LOCK.lock();
     HOLDER_SAW.store(kernel::sync::held(kernel::sync::LockRank::Iommu), Ordering::SeqCst);
     HOLDING.store(true, Ordering::SeqCst);
-    // Stay running (no sleep): the counts stay live on this CPU.
+    // Stay running (no sleep): the counts stay live on this CPU, whatever
+    // other CPUs switch meanwhile.
+    while !CHECK_AGAIN.load(Ordering::SeqCst) {
+        core::hint::spin_loop();
+    }
+    HOLDER_SAW_LATER.store(kernel::sync::held(kernel::sync::LockRank::Iommu), Ordering::SeqCst);
     while !RELEASE.load(Ordering::SeqCst) {
         core::hint::spin_loop();
     }
@@ -257,6 +264,14 @@ fn held_lock_counts_are_per_cpu() {
     // A lower rank here while {other} holds rank 4: fine, per CPU.
     let dev = kernel::sync::RankedMutex::new(kernel::sync::LockRank::Device, ());
     drop(dev.lock());
+    // Switches here (to the idle task and back) save and restore only
+    // this CPU's counts.
+    for _ in 0..3 {
+        sched::sleep_ms(10);
+    }
+    CHECK_AGAIN.store(true, Ordering::SeqCst);
+    wait_for("second look", 2000, || HOLDER_SAW_LATER.load(Ordering::SeqCst) != u32::MAX);
+    assert_eq!(HOLDER_SAW_LATER.load(Ordering::SeqCst), 1, "{other}'s count survived CPU 0's switches");
     RELEASE.store(true, Ordering::SeqCst);
     wait_for("release", 2000, || !HOLDING.load(Ordering::SeqCst));
 }
