@@ -35,6 +35,7 @@ fn hammer(_: u64) {
         for i in 0..20 {
             x = core::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
+        core::hint::black_box(x);
         INSIDE.fetch_sub(1, Ordering::SeqCst);
         let mut g = loop {
             if let Some(g) = COUNTER.try_lock() {
@@ -45,7 +46,7 @@ fn hammer(_: u64) {
                 core::hint::spin_loop();
             }
         };
-        *g += 1 + (x & 0);
+        *g += 1;
     }
     DONE.fetch_add(1, Ordering::SeqCst);
 }
