@@ -73,7 +73,7 @@ fn kernel_sections_have_their_permissions() {
         assert_eq!(flags.contains(F::NO_EXECUTE), s.flags.contains(F::NO_EXECUTE), "{} executability", s.name);
         assert!(!flags.contains(F::WRITABLE) || flags.contains(F::NO_EXECUTE), "{} is W^X", s.name);
     }
-    for s in kernel::arch::stacks::all() {
+    for s in kernel::arch::stacks::every() {
         assert_eq!(kpt::translate(s.guard), None, "guard page of the {} stack is unmapped", s.name);
         assert!(kpt::translate(s.top - 8u64).is_some(), "the {} stack is mapped", s.name);
     }

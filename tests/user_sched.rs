@@ -6,7 +6,6 @@
 
 extern crate alloc;
 
-use core::sync::atomic::Ordering;
 use kernel::{proc, sched};
 
 kernel::entry!(main);
@@ -26,33 +25,40 @@ fn state(pid: proc::Pid) -> alloc::string::String {
     proc::list().into_iter().find(|(p, _, _)| *p == pid).map(|(_, _, s)| s).unwrap_or_default()
 }
 
-/// A CPU hog never makes a system call; a sleeper still gets its turns.
+/// A CPU hog never makes a system call; a sleeper still gets its turns
+/// (one hog per CPU, so the sleeper has to share a CPU with one).
 fn timer_preempts_a_cpu_hog() {
     proc::init();
-    let before = sched::cpu().preemptions.load(Ordering::Relaxed);
-    let hog = spawn("spin", "60");
+    let before = sched::totals().1;
+    let hogs: alloc::vec::Vec<_> = (0..kernel::cpus::online().len()).map(|_| spawn("spin", "60")).collect();
     let sleeper = spawn("ticker", "5");
     let t = proc::wait_exit(sleeper).expect("ticker exits");
     assert_eq!(t.status, 0);
-    let hog_state = state(hog);
-    assert!(!hog_state.starts_with("exited"), "the hog still runs when the sleeper is done (it is `{hog_state}`)");
-    assert_eq!(proc::wait_exit(hog).expect("spin exits").status, 0);
-    let n = sched::cpu().preemptions.load(Ordering::Relaxed) - before;
+    for &hog in &hogs {
+        let hog_state = state(hog);
+        assert!(!hog_state.starts_with("exited"), "the hog still runs when the sleeper is done (it is `{hog_state}`)");
+    }
+    for hog in hogs {
+        assert_eq!(proc::wait_exit(hog).expect("spin exits").status, 0);
+    }
+    let n = sched::totals().1 - before;
     kernel::println!("  {n} preemptions by the timer");
     assert!(n > 0, "the timer preempted ring 3");
 }
 
 fn several_processes_share_the_cpu() {
-    let (p0, s0) = (sched::cpu().preemptions.load(Ordering::Relaxed), sched::cpu().switches.load(Ordering::Relaxed));
-    let pids: alloc::vec::Vec<_> = (0..3).map(|_| spawn("spin", "15")).collect();
-    // While they run, all three are in the table at once.
-    assert_eq!(proc::list().len(), 3);
+    // Two hogs per CPU plus one: the CPUs are shared whatever their number.
+    let n = 2 * kernel::cpus::online().len() + 1;
+    let (s0, p0, _) = sched::totals();
+    let pids: alloc::vec::Vec<_> = (0..n).map(|_| spawn("spin", "15")).collect();
+    // While they run, all are in the table at once.
+    assert_eq!(proc::list().len(), n);
     for p in pids {
         assert_eq!(proc::wait_exit(p).expect("exits").status, 0);
     }
-    let (p1, s1) = (sched::cpu().preemptions.load(Ordering::Relaxed), sched::cpu().switches.load(Ordering::Relaxed));
-    kernel::println!("  3 hogs: {} preemptions, {} context switches", p1 - p0, s1 - s0);
-    assert!(p1 - p0 >= 3, "each hog was preempted");
+    let (s1, p1, _) = sched::totals();
+    kernel::println!("  {n} hogs: {} preemptions, {} context switches", p1 - p0, s1 - s0);
+    assert!(p1 - p0 >= n as u64, "each hog was preempted");
 }
 
 /// While one process waits for its device's DMA, another runs.

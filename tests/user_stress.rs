@@ -28,6 +28,7 @@ fn everything_at_once() {
         a.lock().unbind();
     }
     let before = kernel::mm::frames::stats().free;
+    let heap_before = kernel::mm::heap::mapped();
     let jobs: &[(&str, &str)] = &[
         ("hmm-tests", ""),
         ("hmm-tests", ""),
@@ -48,9 +49,14 @@ fn everything_at_once() {
             assert_eq!(info.status, 0, "{name}");
         }
     }
-    let c = kernel::sched::cpu();
-    let switches = c.switches.load(core::sync::atomic::Ordering::Relaxed);
-    kernel::println!("  {switches} context switches, {} timer preemptions", c.preemptions.load(core::sync::atomic::Ordering::Relaxed));
+    let (switches, preemptions, steals) = kernel::sched::totals();
+    kernel::println!("  {switches} context switches, {preemptions} timer preemptions, {steals} steals ({} CPUs)", kernel::cpus::online().len());
+    for c in kernel::cpus::online().iter() {
+        let s = kernel::sched::of(c);
+        let r = core::sync::atomic::Ordering::Relaxed;
+        kernel::println!("  {c}: {} switches, {} idle halts, {} ticks", s.switches.load(r), s.idle_halts.load(r), kernel::irq::cpu_ticks(c));
+    }
+    kernel::println!("  RESCHEDULE IPIs (sent, received): {:?}", kernel::irq::ipi_counts());
     // Contenders for an accelerator sleep until its lock is released; when
     // they yielded to each other instead, this run took 2.8 M switches.
     assert!(switches < 1_000_000, "no ping-pong between lock contenders ({switches} switches)");
@@ -60,5 +66,11 @@ fn everything_at_once() {
         a.lock().unbind();
     }
     let after = kernel::mm::frames::stats().free;
-    assert_eq!(after, before, "every frame came back ({} missing)", before as i64 - after as i64);
+    // The heap keeps the frames it grew by (more tasks alive at once than
+    // in the warm-up, e.g. with more CPUs): those, plus at most one page
+    // table for them, are the only ones allowed to stay.
+    let heap_frames = ((kernel::mm::heap::mapped() - heap_before) / 4096) as usize;
+    let missing = before as i64 - after as i64;
+    kernel::println!("  heap grew by {heap_frames} frames; {missing} frames not back");
+    assert!(missing >= 0 && missing as usize <= heap_frames + usize::from(heap_frames > 0), "every frame came back ({missing} missing, the heap grew by {heap_frames})");
 }

@@ -7,9 +7,20 @@
 //! "the CPUs that still have to acknowledge a shootdown" — and
 //! [`AtomicCpuSet`] is the same mask shared between CPUs.
 //!
-//! Today only the boot CPU runs ([`online`] is `{0}`); the layout has room
-//! for [`MAX_CPUS`]. Starting the others (issue 16) registers each one
-//! here with [`register`].
+//! The boot CPU registers itself when its local APIC is set up; each
+//! application processor registers itself when it has started (see
+//! `smp`), so [`online`] grows at boot, up to [`MAX_CPUS`].
+//!
+//! # Which CPU am I? ([`this_cpu`])
+//! Each CPU loads its own GDT (`arch::gdt`), so the GDT's address — read
+//! with `sgdt`, one unprivileged instruction — names the CPU; a table of
+//! `MAX_CPUS` addresses maps it back to the `CpuId`. The usual alternative,
+//! a per-CPU pointer in the GS base, would need `swapgs` on every entry
+//! from and exit to ring 3 (ring 3 can load GS, which rewrites the base)
+//! and care for NMIs and faulting `iretq`s in the window between the two;
+//! GDTR is per CPU and ring 3 cannot change it, so there is no window.
+//! The LAPIC id register is the other alternative: an MMIO read, which
+//! TCG emulates with a callback, much slower than `sgdt`.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -128,8 +139,9 @@ pub fn apic_id(cpu: CpuId) -> Option<u32> {
     }
 }
 
-/// The CPU this code runs on. Only the boot CPU runs today; with more CPUs
-/// this reads the per-CPU data.
+/// The CPU this code runs on (the boot CPU until its GDT is loaded). A
+/// task can move to another CPU whenever it gives the CPU up: callers that
+/// need the answer to stay true keep interrupts off and do not sleep.
 pub fn this_cpu() -> CpuId {
-    CpuId::BOOT
+    crate::arch::gdt::cpu_of_loaded_table().unwrap_or(CpuId::BOOT)
 }

@@ -12,6 +12,7 @@
 //!       ├─ GDT/TSS (IST stacks), IDT      (arch)
 //!       ├─ own page tables, frames, heap  (mm)
 //!       ├─ local APIC, PICs masked, sti   (irq)
+//!       ├─ the other CPUs (MADT, INIT-SIPI) (smp: they wait for the scheduler)
 //!       └─ main(&BootInfo)                (the binary's)
 //! ```
 //!
@@ -58,6 +59,7 @@ pub mod proc;
 pub mod qemu;
 pub mod sched;
 pub mod shell;
+pub mod smp;
 pub mod sync;
 pub mod testing;
 pub mod world;
@@ -128,6 +130,7 @@ pub fn init(start_info: u32) -> &'static BootInfo {
     if let Err(e) = irq::init() {
         panic!("interrupts: {e}");
     }
+    smp::start_aps();
     info
 }
 

@@ -32,15 +32,23 @@
 //! The held-rank counters belong to the running task: a task may sleep
 //! holding locks (a device job sleeps in its DMA wait holding its
 //! accelerator), so the scheduler swaps the counters at every context
-//! switch ([`save_held`], [`restore_held`]). With more CPUs the live copy becomes per-CPU.
+//! switch ([`save_held`], [`restore_held`]). The live copy is per CPU (each
+//! CPU runs one task at a time); a task moves between CPUs only through a
+//! switch, which saves its counts and restores them where it resumes.
 //!
 //! # Contention
-//! One CPU spinning on a lock whose holder is asleep would spin forever.
+//! A CPU spinning on a lock whose holder is asleep would spin forever.
 //! When [`RankedMutex::lock`] finds the lock taken, it calls the contention
 //! hook the scheduler installs ([`set_contended_hook`]): with interrupts on,
 //! the spinner sleeps until that lock is released (each lock counts its
-//! releases) or an interrupt arrives, so the holder can run and nobody spins.
+//! releases, after unlocking) or an interrupt arrives, so the holder can run
+//! and nobody spins. Every release calls the scheduler's release hook
+//! ([`set_released_hook`]), which kicks the other CPUs that have a task
+//! asleep on a lock (the holder may run on another CPU). Spinning would be
+//! the wrong answer under TCG: each `pause` hands the emulator thread to
+//! the next vCPU while the virtual clock hardly moves.
 
+use crate::cpus::MAX_CPUS;
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -73,14 +81,21 @@ impl fmt::Display for LockRank {
 
 /// Number of rank slots (index = rank; slot 0 unused).
 pub const RANKS: usize = 7;
-/// How many locks of each rank are held right now.
-static HELD: [AtomicU32; RANKS] = [const { AtomicU32::new(0) }; RANKS];
+/// How many locks of each rank the task running on each CPU holds.
+static HELD: [[AtomicU32; RANKS]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; RANKS] }; MAX_CPUS];
+
+/// The running CPU's live counts. Only that CPU touches them (interrupt
+/// handlers take no ranked locks), so relaxed atomics suffice.
+fn live() -> &'static [AtomicU32; RANKS] {
+    &HELD[crate::cpus::this_cpu().index()]
+}
 
 /// The highest-ranked lock held above `rank`, if any.
 fn held_above(rank: LockRank) -> Option<LockRank> {
+    let live = live();
     [LockRank::RunQueue, LockRank::Process, LockRank::Iommu, LockRank::Device, LockRank::AddressSpace, LockRank::HmmAccel]
         .into_iter()
-        .find(|&r| r > rank && HELD[r as usize].load(Ordering::Relaxed) > 0)
+        .find(|&r| r > rank && live[r as usize].load(Ordering::Relaxed) > 0)
 }
 
 /// The held-lock counts of one task (see the module docs).
@@ -89,40 +104,62 @@ pub type HeldRanks = [u32; RANKS];
 /// The live held-lock counts, for the task being switched out (the
 /// scheduler, with interrupts off).
 pub fn save_held() -> HeldRanks {
-    core::array::from_fn(|i| HELD[i].load(Ordering::Relaxed))
+    let live = live();
+    core::array::from_fn(|i| live[i].load(Ordering::Relaxed))
 }
 
 /// Make `saved` the live held-lock counts (the task being switched in).
 pub fn restore_held(saved: &HeldRanks) {
-    for (live, s) in HELD.iter().zip(saved.iter()) {
+    for (live, s) in live().iter().zip(saved.iter()) {
         live.store(*s, Ordering::Relaxed);
     }
 }
 
 /// How many locks of `rank` the running task holds.
 pub fn held(rank: LockRank) -> u32 {
-    HELD[rank as usize].load(Ordering::Relaxed)
+    live()[rank as usize].load(Ordering::Relaxed)
 }
 
 static CONTENDED_HOOK: AtomicUsize = AtomicUsize::new(0);
 
 /// What runs while a lock is taken by someone else: it gets the lock's
-/// release counter (the scheduler sleeps until it changes).
-pub type ContendedHook = fn(&AtomicU64);
+/// release counter and its value read before the failed attempt (the
+/// scheduler sleeps until it changes).
+pub type ContendedHook = fn(&AtomicU64, u64);
 
 /// Install the contention hook (the scheduler's).
 pub fn set_contended_hook(hook: ContendedHook) {
     CONTENDED_HOOK.store(hook as usize, Ordering::SeqCst);
 }
 
-fn contended(releases: &AtomicU64) {
+static RELEASED_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// What runs after a release of a lock that has contenders (the scheduler
+/// kicks the other CPUs whose tasks sleep on a contended lock).
+pub type ReleasedHook = fn();
+
+/// Install the release hook (the scheduler's).
+pub fn set_released_hook(hook: ReleasedHook) {
+    RELEASED_HOOK.store(hook as usize, Ordering::SeqCst);
+}
+
+fn released() {
+    let h = RELEASED_HOOK.load(Ordering::Relaxed);
+    if h != 0 {
+        // SAFETY: only `set_released_hook` stores non-zero values, always a `ReleasedHook`.
+        let h: ReleasedHook = unsafe { core::mem::transmute::<usize, ReleasedHook>(h) };
+        h();
+    }
+}
+
+fn contended(releases: &AtomicU64, seen: u64) {
     let h = CONTENDED_HOOK.load(Ordering::Relaxed);
     if h == 0 {
         core::hint::spin_loop();
     } else {
         // SAFETY: only `set_contended_hook` stores non-zero values, always a `ContendedHook`.
         let h: ContendedHook = unsafe { core::mem::transmute::<usize, ContendedHook>(h) };
-        h(releases);
+        h(releases, seen);
     }
 }
 
@@ -131,6 +168,9 @@ pub struct RankedMutex<T> {
     rank: LockRank,
     /// Times this lock was released (a contender sleeps until it changes).
     releases: AtomicU64,
+    /// Tasks trying to take it after a failed attempt (a release calls the
+    /// release hook only then: see `lock`).
+    contenders: AtomicU32,
     inner: spin::Mutex<T>,
 }
 
@@ -138,12 +178,13 @@ pub struct RankedMutex<T> {
 pub struct RankedGuard<'a, T> {
     rank: LockRank,
     releases: &'a AtomicU64,
-    guard: spin::MutexGuard<'a, T>,
+    contenders: &'a AtomicU32,
+    guard: core::mem::ManuallyDrop<spin::MutexGuard<'a, T>>,
 }
 
 impl<T> RankedMutex<T> {
     pub const fn new(rank: LockRank, value: T) -> Self {
-        RankedMutex { rank, releases: AtomicU64::new(0), inner: spin::Mutex::new(value) }
+        RankedMutex { rank, releases: AtomicU64::new(0), contenders: AtomicU32::new(0), inner: spin::Mutex::new(value) }
     }
 
     pub fn rank(&self) -> LockRank {
@@ -157,14 +198,30 @@ impl<T> RankedMutex<T> {
                 panic!("lock order violated: taking the {} lock while holding the {} lock", self.rank, above);
             }
         }
+        // A contender counts itself, then reads the release counter, then
+        // tries; a release unlocks, counts, then reads `contenders` (all
+        // SeqCst). So a release after a failed try either sees the
+        // contender (and calls the hook) or is counted before the try...
+        // which then could not have failed. The contender sleeps until the
+        // counter moves from the value read before its try.
+        let mut contending = false;
         let guard = loop {
+            let seen = self.releases.load(Ordering::SeqCst);
             if let Some(g) = self.inner.try_lock() {
                 break g;
             }
-            contended(&self.releases);
+            if !contending {
+                contending = true;
+                self.contenders.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            contended(&self.releases, seen);
         };
-        HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
-        RankedGuard { rank: self.rank, releases: &self.releases, guard }
+        if contending {
+            self.contenders.fetch_sub(1, Ordering::SeqCst);
+        }
+        live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        RankedGuard { rank: self.rank, releases: &self.releases, contenders: &self.contenders, guard: core::mem::ManuallyDrop::new(guard) }
     }
 
     /// Take the lock if it is free (the rank is checked as in [`lock`](Self::lock)).
@@ -175,8 +232,8 @@ impl<T> RankedMutex<T> {
             }
         }
         let guard = self.inner.try_lock()?;
-        HELD[self.rank as usize].fetch_add(1, Ordering::Relaxed);
-        Some(RankedGuard { rank: self.rank, releases: &self.releases, guard })
+        live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        Some(RankedGuard { rank: self.rank, releases: &self.releases, contenders: &self.contenders, guard: core::mem::ManuallyDrop::new(guard) })
     }
 
     /// Exclusive access without locking (the owner has `&mut`).
@@ -187,10 +244,15 @@ impl<T> RankedMutex<T> {
 
 impl<T> Drop for RankedGuard<'_, T> {
     fn drop(&mut self) {
-        HELD[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
-        // (The spin lock itself is released right after this, when `guard`
-        // drops; a woken waiter that still finds it taken sleeps again.)
+        live()[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: dropped exactly once, here; `guard` is not used after.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.guard) };
+        // Counted after the unlock, so a contender woken by the count finds
+        // the lock free (unless someone else took it first).
         self.releases.fetch_add(1, Ordering::SeqCst);
+        if self.contenders.load(Ordering::SeqCst) > 0 {
+            released();
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub mod symbolize;
 pub mod timeline;
 
 pub use build::{build_kernels, BuildError, KernelImage, Profile};
-pub use machine::{Accel, Machine};
+pub use machine::{Accel, Machine, DEFAULT_CPUS};
 pub use run::{run, run_script, run_session, status, Input, Outcome, RunError, Session, Verdict, CONSOLE_READY};
 
 /// The value the kernel writes to `isa-debug-exit` on success.

@@ -35,6 +35,11 @@ pub enum Accel {
     /// TCG; `icount_shift` None = `shift=auto`, Some(n) = a fixed shift
     /// (the guest TSC then counts instructions, repeatable run to run).
     Tcg { icount_shift: Option<u8> },
+    /// Multi-threaded TCG without icount (`-accel tcg,thread=multi`): one
+    /// host thread per vCPU, so CPUs really run at the same time; but the
+    /// virtual clock is the host's, so every `edu` DMA costs 100 ms of wall
+    /// time (QEMU refuses MTTCG together with icount).
+    Mttcg,
     Kvm,
 }
 
@@ -52,6 +57,7 @@ impl Accel {
     pub fn parse(s: &str) -> Option<Accel> {
         match s {
             "tcg" => Some(Accel::Tcg { icount_shift: None }),
+            "mttcg" => Some(Accel::Mttcg),
             "kvm" => Some(Accel::Kvm),
             "auto" => Some(Accel::auto()),
             _ => None,
@@ -61,7 +67,7 @@ impl Accel {
     /// The short name passed to the kernel (`accel=` on its command line).
     pub fn name(&self) -> &'static str {
         match self {
-            Accel::Tcg { .. } => "tcg",
+            Accel::Tcg { .. } | Accel::Mttcg => "tcg",
             Accel::Kvm => "kvm",
         }
     }
@@ -71,6 +77,7 @@ impl Accel {
         match self {
             Accel::Tcg { icount_shift: None } => "TCG with -icount shift=auto,sleep=off".into(),
             Accel::Tcg { icount_shift: Some(n) } => format!("TCG with -icount shift={n},sleep=off (guest TSC counts instructions)"),
+            Accel::Mttcg => "multi-threaded TCG without icount (edu DMAs take 100 ms of wall time)".into(),
             Accel::Kvm => "KVM".into(),
         }
     }
@@ -101,10 +108,17 @@ pub fn disk_image(mib: u64) -> std::io::Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// Processors `cargo run` boots with.
+pub const DEFAULT_CPUS: u8 = 2;
+/// The most the kernel supports (its `cpus::MAX_CPUS`).
+pub const MAX_CPUS: u8 = 8;
+
 /// Everything that varies between boots.
 #[derive(Clone, Debug)]
 pub struct Machine {
     pub accel: Accel,
+    /// Processors (`-smp N`), 1..=[`MAX_CPUS`].
+    pub cpus: u8,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
     /// The swap disk's size in MiB (the guest's swap capacity).
@@ -120,7 +134,7 @@ pub struct Machine {
 
 impl Default for Machine {
     fn default() -> Self {
-        Machine { accel: Accel::auto(), memory_mib: 512, disk_mib: DEFAULT_DISK_MIB, gdb: None, cmdline: String::new(), extra_args: Vec::new() }
+        Machine { accel: Accel::auto(), cpus: DEFAULT_CPUS, memory_mib: 512, disk_mib: DEFAULT_DISK_MIB, gdb: None, cmdline: String::new(), extra_args: Vec::new() }
     }
 }
 
@@ -137,12 +151,16 @@ impl Machine {
                 let shift = icount_shift.map_or("auto".to_string(), |n| n.to_string());
                 c.args(["-accel", "tcg", "-icount"]).arg(format!("shift={shift},sleep=off"));
             }
+            Accel::Mttcg => {
+                c.args(["-accel", "tcg,thread=multi"]);
+            }
             // The default CPU model: `-cpu host` makes QEMU 7.2 abort on
             // hosts whose KVM rejects MSR 0x10a (seen with a paravirtual KVM).
             Accel::Kvm => {
                 c.args(["-accel", "kvm"]);
             }
         }
+        c.arg("-smp").arg(self.cpus.to_string());
         c.arg("-kernel").arg(kernel);
         let mut cmdline = format!("accel={}", self.accel.name());
         if let Accel::Tcg { icount_shift: Some(n) } = self.accel {

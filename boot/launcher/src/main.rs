@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             }
         }
     };
-    eprintln!("hmmos: booting {} — accelerator: {}", kernel.display(), opts.machine.accel.describe());
+    eprintln!("hmmos: booting {} — accelerator: {}; {} CPU(s)", kernel.display(), opts.machine.accel.describe(), opts.machine.cpus);
     if let Some(port) = opts.machine.gdb {
         eprintln!("hmmos: QEMU waits for gdb on 127.0.0.1:{port}: gdb {} -ex 'target remote :{port}'", kernel.display());
     }

@@ -12,8 +12,12 @@ hmmos: build the kernel and boot it in QEMU (q35, VT-d, two edu accelerators).
 USAGE: cargo run [-- OPTIONS] [-- EXTRA-QEMU-ARGS...]
 
 OPTIONS:
-  --accel tcg|kvm|auto   accelerator (default auto: KVM only if the host CPU has
-                         vmx/svm, else TCG with -icount shift=auto,sleep=off)
+  --accel tcg|mttcg|kvm|auto
+                         accelerator (default auto: KVM only if the host CPU has
+                         vmx/svm, else TCG with -icount shift=auto,sleep=off);
+                         mttcg: one host thread per CPU, no icount (CPUs truly
+                         interleave; every edu DMA costs 100 ms of wall time)
+  --smp N                processors, 1..=8 (default 2)
   --icount-shift N       TCG with a fixed icount shift: the guest TSC then counts
                          instructions, so cycle figures repeat run to run
   --console              after boot, open the hmm> console on the serial line
@@ -80,10 +84,14 @@ pub fn parse(args: Vec<String>) -> Result<Option<Options>, String> {
             "-h" | "--help" => return Ok(None),
             "--accel" => {
                 let v = value("--accel")?;
-                o.machine.accel = Accel::parse(&v).ok_or_else(|| format!("unknown accelerator `{v}`: use tcg, kvm or auto"))?;
+                o.machine.accel = Accel::parse(&v).ok_or_else(|| format!("unknown accelerator `{v}`: use tcg, mttcg, kvm or auto"))?;
                 if v == "kvm" {
                     o.warnings.extend(kvm_warning());
                 }
+            }
+            "--smp" => {
+                let v = value("--smp")?;
+                o.machine.cpus = v.parse().ok().filter(|n| (1..=crate::machine::MAX_CPUS).contains(n)).ok_or_else(|| format!("--smp takes 1..={}, not `{v}`", crate::machine::MAX_CPUS))?;
             }
             "--icount-shift" => {
                 let v = value("--icount-shift")?;
@@ -176,6 +184,17 @@ mod tests {
         assert_eq!(o.machine.cmdline, "");
         assert!(o.machine.gdb.is_none());
         assert!(o.trace.is_none());
+        assert_eq!(o.machine.cpus, 2, "two CPUs by default");
+    }
+
+    #[test]
+    fn processors() {
+        assert_eq!(p(&["--smp", "4"]).unwrap().unwrap().machine.cpus, 4);
+        assert_eq!(p(&["--smp", "1"]).unwrap().unwrap().machine.cpus, 1);
+        for bad in ["0", "9", "-1", "two", "300"] {
+            assert!(p(&["--smp", bad]).unwrap_err().contains("--smp takes 1..=8"), "{bad}");
+        }
+        assert_eq!(p(&["--accel", "mttcg"]).unwrap().unwrap().machine.accel, Accel::Mttcg);
     }
 
     #[test]
@@ -192,7 +211,7 @@ mod tests {
     fn help() {
         assert!(p(&["--help"]).unwrap().is_none());
         assert!(p(&["-h"]).unwrap().is_none());
-        for opt in ["--accel", "--gdb[=PORT]", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout", "--trace", "--run", "EXIT STATUS", "124"] {
+        for opt in ["--accel", "--smp", "mttcg", "--gdb[=PORT]", "--cmdline", "--qemu-arg", "--console", "--bench", "--timeout", "--trace", "--run", "EXIT STATUS", "124"] {
             assert!(HELP.contains(opt), "--help lists {opt}");
         }
     }
@@ -268,6 +287,7 @@ mod tests {
             "-display none",
             "-no-reboot",
             "-kernel /k.elf",
+            "-smp 2",
         ] {
             assert!(joined.contains(needle), "QEMU command has `{needle}`: {joined}");
         }

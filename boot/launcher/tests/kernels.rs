@@ -6,6 +6,8 @@
 //! timeout) fails this test, and its serial output is shown.
 //!
 //! `cargo test -- NAME` runs only the kernels whose name contains NAME.
+//! Most kernels boot with the launcher's default 2 CPUs; the ones listed
+//! in [`cpu_counts`] boot once per count, reported as `NAME@N`.
 //! Two kernels run at a time (one QEMU per core).
 //!
 //! The `harness_*` kernels check this harness itself: each must FAIL in a
@@ -60,6 +62,14 @@ fn machine_for(name: &str, common: &Machine) -> Machine {
     }
 }
 
+/// The processor counts a kernel is booted with (each a separate run).
+fn cpu_counts(name: &str) -> &'static [u8] {
+    match name {
+        "smp_boot" | "interrupts" | "user_sched" | "lock_order_reversed" => &[1, 2, 4],
+        _ => &[launcher::DEFAULT_CPUS],
+    }
+}
+
 /// Whether `outcome` is what `expect` says.
 fn judged_right(expect: &Expect, o: &Outcome) -> bool {
     match expect {
@@ -92,27 +102,30 @@ fn main() -> ExitCode {
         images.into_iter().filter(|k| filters.is_empty() || filters.iter().any(|f| k.name.contains(f.as_str()))).collect();
     println!("\nrunning {} test kernels", images.len());
     let machine = Machine { accel: Accel::Tcg { icount_shift: None }, ..Machine::default() };
-    let queue = Arc::new(Mutex::new(images.into_iter()));
+    let runs: Vec<(KernelImage, u8)> = images.into_iter().flat_map(|k| cpu_counts(&k.name).iter().map(move |&n| (k.clone(), n))).collect();
+    let queue = Arc::new(Mutex::new(runs.into_iter()));
     let results = Arc::new(Mutex::new(Vec::<(String, Result<(bool, Outcome), String>)>::new()));
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let (queue, results, machine) = (queue.clone(), results.clone(), machine.clone());
             std::thread::spawn(move || loop {
-                let Some(k) = queue.lock().unwrap().next() else { break };
+                let Some((k, cpus)) = queue.lock().unwrap().next() else { break };
                 let expect = expectation(&k.name);
+                let label = if cpu_counts(&k.name).len() > 1 { format!("{}@{cpus}", k.name) } else { k.name.clone() };
                 let timeout = match expect {
                     Expect::Hang(t) => t,
                     // Swapping 4x the guest's RAM to disk takes a minute or two.
                     _ if k.name.starts_with("swap_") => TIMEOUT * 3,
                     _ => TIMEOUT,
                 };
-                let outcome = run(&k.path, &machine_for(&k.name, &machine), true, Some(timeout)).map_err(|e| e.to_string());
+                let m = Machine { cpus, ..machine_for(&k.name, &machine) };
+                let outcome = run(&k.path, &m, true, Some(timeout)).map_err(|e| e.to_string());
                 let ok = matches!(&outcome, Ok(o) if judged_right(&expect, o));
                 match &outcome {
-                    Ok(o) if ok => println!("test {} ... ok ({:.2} s; {})", k.name, o.wall.as_secs_f64(), o.verdict()),
-                    _ => println!("test {} ... FAILED", k.name),
+                    Ok(o) if ok => println!("test {label} ... ok ({:.2} s; {})", o.wall.as_secs_f64(), o.verdict()),
+                    _ => println!("test {label} ... FAILED"),
                 }
-                results.lock().unwrap().push((k.name, outcome.map(|o| (ok, o))));
+                results.lock().unwrap().push((label, outcome.map(|o| (ok, o))));
             })
         })
         .collect();

@@ -31,7 +31,7 @@ pub const MAX_FRAMES: usize = 48;
 /// The return addresses reached from frame pointer `rbp`, innermost first.
 /// Returns how many were stored in `out`.
 pub fn walk(rbp: u64, out: &mut [u64]) -> usize {
-    let Some(stack) = stacks::all().into_iter().find(|s| rbp >= s.guard.as_u64() + 4096 && rbp < s.top.as_u64()) else {
+    let Some(stack) = stacks::every().find(|s| rbp >= s.guard.as_u64() + 4096 && rbp < s.top.as_u64()) else {
         return 0;
     };
     let (lo, hi) = (stack.guard.as_u64() + 4096, stack.top.as_u64());

@@ -5,6 +5,7 @@ pub mod backtrace;
 pub mod extable;
 pub mod gdt;
 pub mod idt;
+pub mod smp_trampoline;
 pub mod stacks;
 pub mod trap;
 pub mod trap_entry;

@@ -69,11 +69,33 @@ impl Lapic {
     /// delivery, physical destination). Waits until the APIC accepted the
     /// previous command, so back-to-back IPIs are not dropped.
     pub fn send_ipi(&self, apic_id: u32, vector: u8) {
-        while self.read(ICR_LOW) & ICR_PENDING != 0 {
-            core::hint::spin_loop();
-        }
-        self.write(ICR_HIGH, apic_id << 24);
-        self.write(ICR_LOW, vector as u32); // writing the low half sends
+        self.send_icr(apic_id, vector as u32);
+    }
+
+    /// Write the ICR (destination `apic_id`, low word `low`) once the
+    /// previous command is delivered. With interrupts off: a handler
+    /// sending its own IPI between the two writes would change the
+    /// destination under us.
+    fn send_icr(&self, apic_id: u32, low: u32) {
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            while self.read(ICR_LOW) & ICR_PENDING != 0 {
+                core::hint::spin_loop();
+            }
+            self.write(ICR_HIGH, apic_id << 24);
+            self.write(ICR_LOW, low); // writing the low half sends
+        })
+    }
+
+    /// INIT (level assert) to the CPU with `apic_id`: it resets and waits
+    /// for a startup IPI.
+    pub(crate) fn send_init(&self, apic_id: u32) {
+        self.send_icr(apic_id, (5 << 8) | (1 << 14));
+    }
+
+    /// STARTUP to the CPU with `apic_id`: it starts in real mode at
+    /// `vector << 12`.
+    pub(crate) fn send_startup(&self, apic_id: u32, vector: u8) {
+        self.send_icr(apic_id, (6 << 8) | vector as u32);
     }
 
     /// Send `vector` to this CPU through the APIC (as a device's MSI would arrive).

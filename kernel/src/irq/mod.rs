@@ -25,7 +25,24 @@
 //! timeout is counted in ticks.
 //!
 //! Handlers run with interrupts disabled and must not allocate or take locks
-//! that kernel code holds with interrupts enabled: they only bump counters.
+//! that kernel code holds with interrupts enabled: they only bump counters
+//! (and send IPIs).
+//!
+//! # More than one CPU
+//! Every CPU has its own local APIC (the same MMIO address reaches the
+//! running CPU's), timer and spurious vector. A device's MSI goes to the
+//! CPU that set the device up ([`msi_message`]: its APIC id), but a task
+//! waiting for that interrupt may sleep on any CPU. So the epoch is global,
+//! and a CPU that parks an interrupt waiter joins [`IRQ_WAITERS`] *before*
+//! it last compares the epoch; a device interrupt bumps the epoch *before*
+//! it reads the set and sends [`RESCHEDULE_VECTOR`] to every other CPU in
+//! it. Both sides use sequentially consistent atomics, so at least one of
+//! them sees the other: either the waiter sees the new epoch, or the
+//! interrupt sees the waiter and its IPI ends the waiter CPU's `hlt`
+//! (taken right after `sti`, if it arrived while interrupts were off).
+//!
+//! Time: [`ticks`] counts the boot CPU's timer only (every CPU ticks, but
+//! "10 ms passed" must not run N times faster with N CPUs).
 
 mod lapic;
 mod pic;
@@ -46,6 +63,22 @@ static COUNTS: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
 /// scheduler's tick).
 pub const TIMER_VECTOR: u8 = 0xfe;
 
+/// The inter-processor "look at your run queue" kick: ends a `hlt`. Its
+/// handler only acknowledges; the interrupted CPU re-checks on its way out.
+pub const RESCHEDULE_VECTOR: u8 = 0xfd;
+
+/// CPUs with a task parked until the next interrupt (see the module docs).
+static IRQ_WAITERS: crate::cpus::AtomicCpuSet = crate::cpus::AtomicCpuSet::new();
+
+/// Boot-CPU timer interrupts since boot.
+static TICKS: AtomicU64 = AtomicU64::new(0);
+/// Timer interrupts per CPU.
+static CPU_TICKS: [AtomicU64; crate::cpus::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::cpus::MAX_CPUS];
+
+/// RESCHEDULE IPIs sent (by any CPU) and received (on any CPU).
+static IPIS_SENT: AtomicU64 = AtomicU64::new(0);
+static IPIS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+
 /// Interrupts handled since boot (any vector): a sleeper waiting for "the
 /// next interrupt" compares it.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -53,6 +86,38 @@ static EPOCH: AtomicU64 = AtomicU64::new(0);
 /// How many device or timer interrupts were handled since boot.
 pub fn epoch() -> u64 {
     EPOCH.load(Ordering::SeqCst)
+}
+
+/// Timer interrupts of the boot CPU since boot (the scheduler's clock).
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::SeqCst)
+}
+
+/// Whether the running CPU has tasks waiting for the next interrupt (the
+/// scheduler says so when it parks or releases one).
+pub fn set_irq_waiter(cpu: crate::cpus::CpuId, waiting: bool) {
+    if waiting {
+        IRQ_WAITERS.insert(cpu);
+    } else {
+        IRQ_WAITERS.remove(cpu);
+    }
+}
+
+/// Timer interrupts `cpu` took since boot.
+pub fn cpu_ticks(cpu: crate::cpus::CpuId) -> u64 {
+    CPU_TICKS[cpu.index()].load(Ordering::Relaxed)
+}
+
+/// (RESCHEDULE IPIs sent, received) since boot.
+pub fn ipi_counts() -> (u64, u64) {
+    (IPIS_SENT.load(Ordering::Relaxed), IPIS_RECEIVED.load(Ordering::Relaxed))
+}
+
+/// Kick `cpu` out of `hlt` (or out of ring 3) so it looks at its run queue.
+pub fn kick(cpu: crate::cpus::CpuId) {
+    if cpu != crate::cpus::this_cpu() && send_ipi(cpu, RESCHEDULE_VECTOR).is_ok() {
+        IPIS_SENT.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A wait handed to the scheduler: `(timeout_us, done)`.
@@ -75,10 +140,20 @@ pub fn init() -> Result<(), crate::mm::frames::OutOfFrames> {
     log::info!("local APIC: id {}, version {:#x}; 8259 PICs masked", lapic.id(), lapic.version());
     crate::cpus::register(crate::cpus::CpuId::BOOT, lapic.id() as u32);
     LAPIC.call_once(|| lapic);
-    crate::arch::trap::set_interrupt_handler(TIMER_VECTOR, on_vector);
+    crate::arch::trap::set_interrupt_handler(TIMER_VECTOR, on_timer);
+    crate::arch::trap::set_interrupt_handler(RESCHEDULE_VECTOR, on_reschedule);
     crate::arch::trap::set_interrupt_handler(SPURIOUS_VECTOR, |_| {});
     x86_64::instructions::interrupts::enable();
     Ok(())
+}
+
+/// An application processor's part of [`init`]: enable its own local APIC
+/// (timer masked until the scheduler starts it) and register as `cpu`.
+/// Interrupts stay disabled.
+pub fn init_ap(cpu: crate::cpus::CpuId) {
+    let lapic = lapic();
+    lapic.enable(SPURIOUS_VECTOR, TIMER_VECTOR);
+    crate::cpus::register(cpu, lapic.id() as u32);
 }
 
 /// The local APIC (after [`init`]).
@@ -87,7 +162,8 @@ pub fn lapic() -> &'static Lapic {
 }
 
 /// The MSI address and data that deliver `vector` to this CPU (fixed
-/// delivery, edge-triggered, physical destination).
+/// delivery, edge-triggered, physical destination). Waiters on other CPUs
+/// are woken by the IPI [`on_vector`] forwards (see the module docs).
 pub fn msi_message(vector: &Vector) -> (u64, u32) {
     (0xfee0_0000 | ((lapic().id() as u64) << 12), vector.number() as u32)
 }
@@ -100,10 +176,36 @@ pub fn send_ipi(cpu: crate::cpus::CpuId, vector: u8) -> Result<(), crate::cpus::
     Ok(())
 }
 
-/// The handler every allocated vector gets: count, acknowledge.
+/// The handler every allocated vector gets: count, acknowledge, and kick
+/// the other CPUs that have interrupt waiters.
 fn on_vector(vector: u8) {
     COUNTS[vector as usize].fetch_add(1, Ordering::SeqCst);
     EPOCH.fetch_add(1, Ordering::SeqCst);
+    lapic().eoi();
+    let me = crate::cpus::this_cpu();
+    for cpu in IRQ_WAITERS.load().without(me).iter() {
+        kick(cpu);
+    }
+}
+
+/// The timer: every CPU's ends waits and drives its scheduler; only the
+/// boot CPU's advances [`ticks`]. Other CPUs' waiters are not kicked: their
+/// own timers tick.
+fn on_timer(vector: u8) {
+    COUNTS[vector as usize].fetch_add(1, Ordering::SeqCst);
+    let me = crate::cpus::this_cpu();
+    CPU_TICKS[me.index()].fetch_add(1, Ordering::Relaxed);
+    if me == crate::cpus::CpuId::BOOT {
+        TICKS.fetch_add(1, Ordering::SeqCst);
+    }
+    EPOCH.fetch_add(1, Ordering::SeqCst);
+    lapic().eoi();
+}
+
+/// A RESCHEDULE IPI: the `hlt` it ended, or the return to ring 3 it
+/// interrupted, re-checks the run queue. Not an "interrupt" for waiters.
+fn on_reschedule(_vector: u8) {
+    IPIS_RECEIVED.fetch_add(1, Ordering::Relaxed);
     lapic().eoi();
 }
 

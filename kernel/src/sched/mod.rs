@@ -15,41 +15,63 @@
 //! ```
 //!
 //! # Data layout
-//! One [`Cpu`] per processor (an array with one entry today; issue 16 adds
-//! more), each with its own run queue under a [`RankedMutex`] of rank
-//! `RunQueue` — the innermost lock, always taken with interrupts off. A
-//! task is in exactly one place: its CPU's `current`, `ready`, `waiting`
-//! or `dead`.
+//! One [`Cpu`] per processor, each with its own run queue under a
+//! [`RankedMutex`] of rank `RunQueue` — the innermost lock, always taken
+//! with interrupts off, never two at once. A task is in exactly one place:
+//! one CPU's `current`, `ready`, `waiting` or `dead` (or in the hands of a
+//! CPU moving it between two of those). Each CPU also has an idle task
+//! (the boot CPU: a kernel task; an AP: the thread it started on), which is
+//! in no queue and runs when nothing is ready: it halts until an interrupt.
+//!
+//! # Placement
+//! [`spawn_user`]/[`spawn_kernel`] put a task on the least loaded online
+//! CPU (ready tasks + a running non-idle task), or on the CPU it is pinned
+//! to, and kick that CPU. A CPU that finds its own ready queue empty
+//! steals the first unpinned ready task of another *busy* CPU before
+//! idling (an idle CPU was kicked and runs its queue itself).
+//! A woken or due task goes to the ready queue of the CPU it waited on.
 //!
 //! # The context-switch invariants
 //! 1. A switch happens only inside [`reschedule`], with interrupts off and
-//!    the run-queue lock *released* (single CPU: nothing else can touch the
-//!    queue until interrupts are on again).
+//!    the run-queue lock released. The task being left may already sit in a
+//!    ready queue where another CPU can take it: that CPU waits until the
+//!    task's `on_cpu` flag is clear, which the switch clears only after the
+//!    stack pointer has left the task's stack (see `switch.rs`). The picker
+//!    sets `on_cpu` before switching in.
 //! 2. Kernel code is not preempted: the timer preempts a task only when it
 //!    interrupted ring 3 ([`preempt_point`] from the user-trap path). Kernel
 //!    code gives the CPU up only by sleeping or yielding, possibly holding
 //!    locks — so a task's held-lock counts ([`crate::sync`]) are saved and
-//!    restored with its registers, and a contended lock yields.
+//!    restored with its registers (the live counts are per CPU), and a
+//!    contended lock yields.
 //! 3. Switching saves the callee-saved registers and RSP on the old task's
 //!    kernel stack, its CR3 and lock counts in its [`Task`]; it loads the
-//!    next task's CR3 (if different) and points the TSS's `rsp0` at the top
-//!    of the next task's kernel stack, where the CPU pushes the next trap
-//!    from ring 3.
-//! 4. A dead task's stack is freed only by another task, after the switch
-//!    away from it (`dead` is drained at the next `reschedule`).
-//! 5. No lost wake-ups: a task checks its condition and parks with
-//!    interrupts off; interrupts only count, and `WaitIrq` compares the
-//!    interrupt epoch it saw before checking.
-
+//!    next task's CR3 (if different) and points *this CPU's* TSS `rsp0` at
+//!    the top of the next task's kernel stack, where the CPU pushes the next
+//!    trap from ring 3.
+//! 4. A dead task's stack is freed only after the switch away from it, by
+//!    the same CPU (`dead` is drained at its next `reschedule`).
 //!
-//! # For more CPUs (issue 16)
-//! What is per-CPU already: the [`Cpu`] record (run queue, counters, kernel
-//! CR3). What is still global and must move into it: the TSS (its `rsp0`),
-//! the held-lock counts of `sync`, and [`cpu`] (which returns entry 0).
-//! Switching must then keep the run-queue lock across the stack switch (or
-//! mark the old task "switching out") so another CPU cannot pick it up
-//! while its registers are still being saved, and `wake` must be able to
-//! kick a remote CPU out of `hlt` with an IPI.
+//! # No lost wake-ups
+//! - [`block`]: the caller registers itself (e.g. in a process's waiter
+//!   list) and calls `block` with interrupts off, so it stays `current` on
+//!   its CPU until `reschedule` parks it under that CPU's run-queue lock.
+//!   [`wake`] looks for the task under each CPU's lock in turn: parked
+//!   `Blocked` → ready, and the CPU is kicked (IPI) out of `hlt`; still
+//!   `current` → its `wake_pending` flag is set, and `reschedule` (under
+//!   the same lock) turns the block into a yield. Spurious returns are
+//!   possible: every caller re-checks its condition in a loop.
+//! - Interrupt waits and lock contention: compared against the global
+//!   interrupt epoch; see `irq` for the IPI that reaches waiters on other
+//!   CPUs (the CPU joins `irq`'s waiter set before its last epoch check).
+//!   A lock release kicks the CPUs in `LOCK_WAITERS` the same way (see
+//!   `on_released`).
+//! - Idle: the idle task checks for ready work (its own queue, due
+//!   waiters, stealable tasks) with interrupts off, then `sti; hlt`. Whoever
+//!   makes a task ready on another CPU kicks that CPU; an IPI that arrives
+//!   between the check and the `hlt` is taken right after `sti`. A CPU
+//!   never halts while its own queue holds a runnable task; ready tasks of
+//!   other CPUs are found at the latest at its next tick.
 
 mod switch;
 mod task;
@@ -57,13 +79,14 @@ mod task;
 pub use task::{Task, TaskId, TaskState};
 
 use crate::arch::trap_entry::TrapFrame;
+use crate::cpus::{self, CpuId};
 use crate::irq;
 use crate::sync::{LockRank, RankedMutex};
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::{Lazy, Once};
 use x86_64::instructions::interrupts;
 use x86_64::registers::control::Cr3;
@@ -98,10 +121,20 @@ enum Park {
     Blocked,
     /// For good.
     Exit,
+    /// The idle task looks for work (it is in no queue).
+    Idle,
+}
+
+impl Park {
+    /// Waits that the next interrupt (on any CPU) may end.
+    fn wants_irq(self) -> bool {
+        matches!(self, Park::Irq(_) | Park::Lock(..))
+    }
 }
 
 struct RunQueue {
     current: Option<Arc<Task>>,
+    idle: Option<Arc<Task>>,
     ready: VecDeque<Arc<Task>>,
     waiting: Vec<(Arc<Task>, Park)>,
     dead: Vec<Arc<Task>>,
@@ -116,29 +149,55 @@ pub struct Cpu {
     pub switches: AtomicU64,
     /// Preemptions by the timer on this CPU.
     pub preemptions: AtomicU64,
-    /// The kernel page table (CR3 of tasks without a process).
-    kernel_cr3: Once<u64>,
+    /// Tasks this CPU took from other CPUs' ready queues.
+    pub steals: AtomicU64,
+    /// Times its idle task halted / looked for work and found some.
+    pub idle_halts: AtomicU64,
+    pub idle_wakeups: AtomicU64,
+    /// `ready.len()`, readable without the lock (placement, stealing).
+    nr_ready: AtomicUsize,
+    /// Whether it runs a task other than its idle task.
+    busy: AtomicBool,
 }
 
 static CPUS: Lazy<[Cpu; MAX_CPUS]> = Lazy::new(|| {
     core::array::from_fn(|_| Cpu {
-        rq: RankedMutex::new(LockRank::RunQueue, RunQueue { current: None, ready: VecDeque::new(), waiting: Vec::new(), dead: Vec::new(), slice_start: 0 }),
+        rq: RankedMutex::new(LockRank::RunQueue, RunQueue { current: None, idle: None, ready: VecDeque::new(), waiting: Vec::new(), dead: Vec::new(), slice_start: 0 }),
         switches: AtomicU64::new(0),
         preemptions: AtomicU64::new(0),
-        kernel_cr3: Once::new(),
+        steals: AtomicU64::new(0),
+        idle_halts: AtomicU64::new(0),
+        idle_wakeups: AtomicU64::new(0),
+        nr_ready: AtomicUsize::new(0),
+        busy: AtomicBool::new(false),
     })
 });
 
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// The kernel page table (CR3 of tasks without a process).
+static KERNEL_CR3: Once<u64> = Once::new();
 
-/// This CPU's scheduling state.
+/// The running CPU's scheduling state. (The task may move to another CPU
+/// whenever it sleeps or yields.)
 pub fn cpu() -> &'static Cpu {
-    &CPUS[crate::cpus::this_cpu().index()]
+    of(cpus::this_cpu())
 }
 
-/// Ticks since the scheduler started.
+/// CPU `c`'s scheduling state.
+pub fn of(c: CpuId) -> &'static Cpu {
+    &CPUS[c.index()]
+}
+
+/// Counters summed over every CPU: (switches, preemptions, steals).
+pub fn totals() -> (u64, u64, u64) {
+    CPUS.iter().fold((0, 0, 0), |(s, p, t), c| {
+        (s + c.switches.load(Ordering::Relaxed), p + c.preemptions.load(Ordering::Relaxed), t + c.steals.load(Ordering::Relaxed))
+    })
+}
+
+/// Ticks since the scheduler started (the boot CPU's timer).
 pub fn ticks() -> u64 {
-    irq::count(irq::TIMER_VECTOR)
+    irq::ticks()
 }
 
 /// Whether [`init`] ran.
@@ -146,28 +205,74 @@ pub fn started() -> bool {
     STARTED.load(Ordering::SeqCst)
 }
 
-/// Make the running kernel thread task 0 ("kernel"), start the periodic
-/// tick and take over device waits and lock contention. Idempotent.
+/// Make the running kernel thread task 0 ("kernel") on the boot CPU, start
+/// the periodic tick and take over device waits and lock contention; the
+/// other CPUs join (see [`run_ap`]). Idempotent.
 pub fn init() {
-    if STARTED.swap(true, Ordering::SeqCst) {
+    if STARTED.load(Ordering::SeqCst) {
         return;
     }
-    let c = cpu();
-    c.kernel_cr3.call_once(|| Cr3::read().0.start_address().as_u64());
+    KERNEL_CR3.call_once(|| Cr3::read().0.start_address().as_u64());
     let boot = Task::boot();
-    boot.set_state(TaskState::Running);
+    let idle = Task::new_kernel("idle/cpu0".into(), |_| idle_loop(), 0, Some(CpuId::BOOT)).expect("a stack for the boot CPU's idle task");
     interrupts::without_interrupts(|| {
-        c.rq.lock().current = Some(boot);
+        let c = of(CpuId::BOOT);
+        let mut rq = c.rq.lock();
+        rq.current = Some(boot);
+        rq.idle = Some(idle);
+        c.busy.store(true, Ordering::SeqCst);
     });
     irq::set_wait_hook(wait_hook);
     crate::sync::set_contended_hook(on_contended);
+    crate::sync::set_released_hook(on_released);
+    STARTED.store(true, Ordering::SeqCst);
     irq::lapic().start_periodic_us(TICK_US);
-    log::info!("scheduler: task 0 is the kernel thread; tick {} ms, slice {} tick(s)", TICK_US / 1000, SLICE_TICKS);
+    for c in cpus::online().without(CpuId::BOOT).iter() {
+        irq::kick(c); // out of their wait in `run_ap`
+    }
+    log::info!("scheduler: task 0 is the kernel thread; tick {} ms, slice {} tick(s); {} CPU(s)", TICK_US / 1000, SLICE_TICKS, cpus::online().len());
+}
+
+/// An application processor, once started (interrupts off): wait for the
+/// scheduler, then become this CPU's idle task and schedule.
+pub fn run_ap(me: CpuId) -> ! {
+    while !started() {
+        interrupts::enable_and_hlt(); // [`init`] kicks us
+        interrupts::disable();
+    }
+    let idle = Task::ap_idle(me);
+    {
+        let mut rq = of(me).rq.lock();
+        rq.current = Some(idle.clone());
+        rq.idle = Some(idle);
+    }
+    irq::lapic().start_periodic_us(TICK_US);
+    idle_loop()
+}
+
+/// The idle task: look for work with interrupts off, halt if there is none.
+fn idle_loop() -> ! {
+    loop {
+        interrupts::disable();
+        let me = cpus::this_cpu();
+        let work = {
+            let mut rq = of(me).rq.lock();
+            rq.wake_due(me);
+            !rq.ready.is_empty()
+        };
+        if work || stealable(me).is_some() {
+            of(me).idle_wakeups.fetch_add(1, Ordering::Relaxed);
+            reschedule(Park::Idle);
+        } else {
+            of(me).idle_halts.fetch_add(1, Ordering::Relaxed);
+            interrupts::enable_and_hlt();
+        }
+    }
 }
 
 /// The kernel page table's frame address (CR3 for kernel-only tasks).
 pub fn kernel_cr3() -> u64 {
-    *cpu().kernel_cr3.get().expect("sched::init")
+    *KERNEL_CR3.get().expect("sched::init")
 }
 
 /// The running task.
@@ -187,16 +292,41 @@ pub fn try_current() -> Option<Arc<Task>> {
 /// RIP, RSP) on a fresh kernel stack.
 pub fn spawn_user(name: String, pid: u32, cr3: u64, frame: &TrapFrame) -> Result<Arc<Task>, task::NoStack> {
     let t = Task::new_user(name, pid, cr3, frame)?;
-    t.set_state(TaskState::Ready);
-    interrupts::without_interrupts(|| cpu().rq.lock().ready.push_back(t.clone()));
+    place(t.clone());
     Ok(t)
 }
 
-/// Every task, for `ps`: (task, where it is).
+/// Queue a kernel task running `f(arg)` (interrupts on; it exits when `f`
+/// returns), on CPU `pinned` only, or anywhere.
+pub fn spawn_kernel(name: String, f: fn(u64), arg: u64, pinned: Option<CpuId>) -> Result<Arc<Task>, task::NoStack> {
+    if !started() {
+        init();
+    }
+    let t = Task::new_kernel(name, f, arg, pinned)?;
+    place(t.clone());
+    Ok(t)
+}
+
+/// Put a ready task on its pinned CPU or the least loaded one, and kick it.
+fn place(t: Arc<Task>) {
+    t.set_state(TaskState::Ready);
+    let load = |c: CpuId| of(c).nr_ready.load(Ordering::SeqCst) + of(c).busy.load(Ordering::SeqCst) as usize;
+    let target = t.pinned.unwrap_or_else(|| cpus::online().iter().min_by_key(|&c| load(c)).unwrap_or(CpuId::BOOT));
+    interrupts::without_interrupts(|| of(target).rq.lock().push_ready(target, t));
+    irq::kick(target);
+}
+
+/// Every task, for `ps` (idle tasks left out).
 pub fn tasks() -> Vec<Arc<Task>> {
     interrupts::without_interrupts(|| {
-        let rq = cpu().rq.lock();
-        rq.current.iter().chain(rq.ready.iter()).chain(rq.waiting.iter().map(|(t, _)| t)).cloned().collect()
+        let mut all = Vec::new();
+        for c in cpus::online().iter() {
+            let rq = of(c).rq.lock();
+            let idle = rq.idle.clone();
+            let not_idle = |t: &&Arc<Task>| idle.as_ref().is_none_or(|i| !Arc::ptr_eq(i, t));
+            all.extend(rq.current.iter().filter(not_idle).chain(rq.ready.iter()).chain(rq.waiting.iter().map(|(t, _)| t)).cloned());
+        }
+        all
     })
 }
 
@@ -211,21 +341,33 @@ pub fn sleep_ms(ms: u64) {
     reschedule(Park::Sleep(ticks().saturating_add(ticks_needed)));
 }
 
-/// Park the running task until [`wake`]. The caller checked its condition
-/// with interrupts off (they stay off until the switch).
+/// Park the running task until [`wake`]. The caller registered itself
+/// where its waker looks and checked its condition with interrupts off
+/// (they stay off until the switch). May return spuriously: re-check.
 pub fn block() {
     reschedule(Park::Blocked);
 }
 
-/// Make a blocked task ready. False if it was not blocked.
+/// Wake task `id`: make it ready if it is blocked, or make its next
+/// [`block`] return at once if it is still running towards it. False if
+/// it is neither (already woken, or gone).
 pub fn wake(id: TaskId) -> bool {
     interrupts::without_interrupts(|| {
-        let mut rq = cpu().rq.lock();
-        let Some(i) = rq.waiting.iter().position(|(t, p)| t.id == id && *p == Park::Blocked) else { return false };
-        let (t, _) = rq.waiting.swap_remove(i);
-        t.set_state(TaskState::Ready);
-        rq.ready.push_back(t);
-        true
+        for c in cpus::online().iter() {
+            let mut rq = of(c).rq.lock();
+            if let Some(i) = rq.waiting.iter().position(|(t, p)| t.id == id && *p == Park::Blocked) {
+                let (t, _) = rq.waiting.swap_remove(i);
+                rq.push_ready(c, t);
+                drop(rq);
+                irq::kick(c);
+                return true;
+            }
+            if let Some(t) = rq.current.as_ref().filter(|t| t.id == id) {
+                t.wake_pending.store(true, Ordering::SeqCst);
+                return true;
+            }
+        }
+        false
     })
 }
 
@@ -239,8 +381,9 @@ pub fn exit_current() -> ! {
 /// running task's slice is used up and another task is ready.
 pub fn preempt_point() {
     let due = interrupts::without_interrupts(|| {
-        let mut rq = cpu().rq.lock();
-        rq.wake_due(); // sleepers whose time came, waiters whose interrupt came
+        let me = cpus::this_cpu();
+        let mut rq = of(me).rq.lock();
+        rq.wake_due(me); // sleepers whose time came, waiters whose interrupt came
         !rq.ready.is_empty() && ticks().wrapping_sub(rq.slice_start) >= SLICE_TICKS
     });
     if due {
@@ -253,13 +396,29 @@ pub fn preempt_point() {
 /// With interrupts on, sleep until a lock is released or an interrupt
 /// comes (the holder, asleep in a device wait, needs one), so contenders
 /// never spin against each other.
-fn on_contended(releases: &AtomicU64) {
+fn on_contended(releases: &AtomicU64, seen: u64) {
     if !started() || !interrupts::are_enabled() {
         core::hint::spin_loop();
         return;
     }
-    // Seen before parking: a release in between makes the park due at once.
-    reschedule(Park::Lock(irq::epoch(), LockCounter(releases), releases.load(Ordering::SeqCst)));
+    reschedule(Park::Lock(irq::epoch(), LockCounter(releases), seen));
+}
+
+/// CPUs with a task parked on a contended lock.
+static LOCK_WAITERS: cpus::AtomicCpuSet = cpus::AtomicCpuSet::new();
+
+/// The release hook: kick the other CPUs with lock waiters. A waiter's CPU
+/// joins the set before it compares the release counter (in `wake_due`);
+/// the release counts before it reads the set (both SeqCst): one of the
+/// two sees the other.
+fn on_released() {
+    let waiters = LOCK_WAITERS.load();
+    if waiters.is_empty() {
+        return;
+    }
+    for c in waiters.without(cpus::this_cpu()).iter() {
+        irq::kick(c);
+    }
 }
 
 /// `irq::wait_until` once the scheduler runs: sleep until the next
@@ -282,8 +441,21 @@ fn wait_hook(timeout_us: u64, done: &mut dyn FnMut() -> bool) -> Result<(), irq:
 }
 
 impl RunQueue {
-    /// Move every waiting task whose condition holds to `ready`.
-    fn wake_due(&mut self) {
+    fn push_ready(&mut self, here: CpuId, t: Arc<Task>) {
+        t.set_state(TaskState::Ready);
+        self.ready.push_back(t);
+        of(here).nr_ready.store(self.ready.len(), Ordering::SeqCst);
+    }
+
+    fn pop_ready(&mut self, here: CpuId) -> Option<Arc<Task>> {
+        let t = self.ready.pop_front();
+        of(here).nr_ready.store(self.ready.len(), Ordering::SeqCst);
+        t
+    }
+
+    /// Move every waiting task whose condition holds to `ready`; leave
+    /// `irq`'s waiter set if no interrupt waiter is left.
+    fn wake_due(&mut self, here: CpuId) {
         let (now, epoch) = (ticks(), irq::epoch());
         let mut i = 0;
         while i < self.waiting.len() {
@@ -297,65 +469,128 @@ impl RunQueue {
             };
             if due {
                 let (t, _) = self.waiting.swap_remove(i);
-                t.set_state(TaskState::Ready);
-                self.ready.push_back(t);
+                self.push_ready(here, t);
             } else {
                 i += 1;
             }
         }
+        if !self.waiting.iter().any(|(_, p)| p.wants_irq()) {
+            irq::set_irq_waiter(here, false);
+        }
+        if !self.waiting.iter().any(|(_, p)| matches!(p, Park::Lock(..))) {
+            LOCK_WAITERS.remove(here);
+        }
     }
 }
 
-/// Park the running task as `park` and run the next ready one — or, if
-/// none is ready, halt until an interrupt makes one ready. Returns when
-/// this task runs again (never for `Exit`). Interrupts are restored to what
-/// they were.
+/// A busy CPU whose ready queue has tasks waiting behind the running
+/// one, which `me` may take (a hint: checked again under its lock). An
+/// idle CPU's queue is left alone: it was kicked and runs them itself.
+fn stealable(me: CpuId) -> Option<CpuId> {
+    cpus::online().without(me).iter().find(|&c| of(c).busy.load(Ordering::SeqCst) && of(c).nr_ready.load(Ordering::SeqCst) > 0)
+}
+
+/// Take the first unpinned ready task of another busy CPU.
+fn steal(me: CpuId) -> Option<Arc<Task>> {
+    for victim in cpus::online().without(me).iter() {
+        if !of(victim).busy.load(Ordering::SeqCst) || of(victim).nr_ready.load(Ordering::SeqCst) == 0 {
+            continue;
+        }
+        let mut rq = of(victim).rq.lock();
+        if let Some(i) = rq.ready.iter().position(|t| t.pinned.is_none()) {
+            let t = rq.ready.remove(i);
+            of(victim).nr_ready.store(rq.ready.len(), Ordering::SeqCst);
+            of(me).steals.fetch_add(1, Ordering::Relaxed);
+            return t;
+        }
+    }
+    None
+}
+
+/// Park the running task as `park` and run the next ready one — its own
+/// CPU's, else one stolen from another CPU, else this CPU's idle task.
+/// Returns when this task runs again (never for `Exit`). Interrupts are
+/// restored to what they were.
 fn reschedule(park: Park) {
     let were_on = interrupts::are_enabled();
     interrupts::disable();
-    let c = cpu();
+    let here = cpus::this_cpu();
+    let c = of(here);
     let mut rq = c.rq.lock();
     let dead = core::mem::take(&mut rq.dead);
     let me = rq.current.take().expect("a current task");
-    me.set_state(match park {
-        Park::Ready => TaskState::Ready,
-        Park::Sleep(_) => TaskState::Sleeping,
-        Park::Irq(_) => TaskState::WaitDevice,
-        Park::Lock(..) => TaskState::WaitLock,
-        Park::Blocked => TaskState::Blocked,
-        Park::Exit => TaskState::Dead,
-    });
-    rq.wake_due();
-    match park {
-        Park::Ready => rq.ready.push_back(me.clone()),
-        Park::Exit => rq.dead.push(me.clone()),
-        p => rq.waiting.push((me.clone(), p)),
+    let idle = rq.idle.clone().expect("this CPU's idle task");
+    let park = if park == Park::Blocked && me.wake_pending.swap(false, Ordering::SeqCst) { Park::Ready } else { park };
+    if park.wants_irq() {
+        irq::set_irq_waiter(here, true); // before the epoch check in wake_due: see `irq`
     }
-    let next = loop {
-        if let Some(n) = rq.ready.pop_front() {
-            break n;
+    if matches!(park, Park::Lock(..)) {
+        LOCK_WAITERS.insert(here); // before the counter check in wake_due: see `on_released`
+    }
+    if !Arc::ptr_eq(&me, &idle) {
+        me.set_state(match park {
+            Park::Ready | Park::Idle => TaskState::Ready,
+            Park::Sleep(_) => TaskState::Sleeping,
+            Park::Irq(_) => TaskState::WaitDevice,
+            Park::Lock(..) => TaskState::WaitLock,
+            Park::Blocked => TaskState::Blocked,
+            Park::Exit => TaskState::Dead,
+        });
+        match park {
+            Park::Ready | Park::Idle => rq.push_ready(here, me.clone()),
+            Park::Exit => rq.dead.push(me.clone()),
+            p => rq.waiting.push((me.clone(), p)),
         }
-        // Nobody is ready: idle on this stack until an interrupt changes that.
-        drop(rq);
-        interrupts::enable_and_hlt();
-        interrupts::disable();
-        rq = c.rq.lock();
-        rq.wake_due();
+    }
+    rq.wake_due(here);
+    let next = match rq.pop_ready(here) {
+        Some(n) => n,
+        None => {
+            drop(rq);
+            let stolen = steal(here);
+            rq = c.rq.lock();
+            match stolen.or_else(|| rq.pop_ready(here)) {
+                Some(n) => n,
+                None => idle.clone(),
+            }
+        }
     };
     next.set_state(TaskState::Running);
+    next.set_last_cpu(here);
+    c.busy.store(!Arc::ptr_eq(&next, &idle), Ordering::SeqCst);
     rq.current = Some(next.clone());
     rq.slice_start = ticks();
     drop(rq);
     drop(dead); // other tasks' stacks: we are not on any of them
     if !Arc::ptr_eq(&me, &next) {
         c.switches.fetch_add(1, Ordering::Relaxed);
+        // Another CPU may still be saving `next` (invariant 1).
+        while next.on_cpu.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        next.on_cpu.store(true, Ordering::Relaxed);
+        let (me_ptr, next_ptr) = (Arc::as_ptr(&me), Arc::as_ptr(&next));
+        if park == Park::Exit {
+            // This frame never resumes: its references would never be
+            // dropped. `dead` and `current` keep both tasks alive.
+            drop(me);
+            drop(next);
+            // SAFETY: as below; `me` lives in this CPU's `dead` until its
+            // next `reschedule`, which runs after this switch; `next` in
+            // `current`.
+            unsafe { switch::switch_to(&*me_ptr, &*next_ptr) };
+            unreachable!("a dead task was switched back to");
+        }
         // SAFETY: interrupts are off and the run queue is unlocked
         // (invariant 1); `me` is the task running on this stack and `next`
-        // a task switched out earlier (or new, its stack prepared by
-        // `Task::new_user`); both stay alive: `me` through this frame's
-        // Arc until it returns (a dead `me` is kept in `dead`), `next`
-        // through `current`.
-        unsafe { switch::switch_to(&me, &next) };
+        // a task switched out earlier (its registers saved: `on_cpu` was
+        // seen false) or new; both stay alive: `me` through this frame's
+        // Arc until it returns, `next` through `current`.
+        unsafe { switch::switch_to(&*me_ptr, &*next_ptr) };
+    } else if park == Park::Ready {
+        // Nothing else to run: a caller polling with `yield_now` spins. Say
+        // so (`pause`; TCG hands its thread to the next vCPU on it).
+        core::hint::spin_loop();
     }
     drop(me);
     drop(next);

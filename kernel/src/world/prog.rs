@@ -84,6 +84,8 @@ pub fn ps_user(out: Out<'_>) {
     for (pid, name, state) in list {
         let _ = writeln!(out, "  pid {pid:<4} {name:<12} {state}");
     }
-    let c = crate::sched::cpu();
-    let _ = writeln!(out, "  cpu0: {} context switches, {} timer preemptions", c.switches.load(core::sync::atomic::Ordering::Relaxed), c.preemptions.load(core::sync::atomic::Ordering::Relaxed));
+    for cpu in crate::cpus::online().iter() {
+        let c = crate::sched::of(cpu);
+        let _ = writeln!(out, "  {cpu}: {} context switches, {} timer preemptions", c.switches.load(core::sync::atomic::Ordering::Relaxed), c.preemptions.load(core::sync::atomic::Ordering::Relaxed));
+    }
 }
