@@ -49,7 +49,13 @@ impl From<JobError> for Errno {
             JobError::Fault { kind: DeviceFaultKind::Cpu(CpuFaultError::Protection), .. } => Errno::EPERM,
             JobError::Fault { kind: DeviceFaultKind::Cpu(CpuFaultError::OutOfMemory), .. } => Errno::ENOMEM,
             JobError::Fault { kind: DeviceFaultKind::Released, .. } => Errno::ESRCH,
-            JobError::Fault { .. } | JobError::Platform(_) | JobError::Request(_) | JobError::Dma(_) => Errno::EIO,
+            // The CPU side kept changing the pages under the job: try again.
+            JobError::Fault { kind: DeviceFaultKind::TooManyRetries, .. } => Errno::EAGAIN,
+            JobError::Fault { .. } | JobError::Platform(_) | JobError::Request(_) | JobError::Dma(_) => {
+                // EIO names no cause: say it here, once, for whoever debugs it.
+                log::warn!("device job failed with EIO: {e}");
+                Errno::EIO
+            }
         }
     }
 }

@@ -66,8 +66,8 @@ pub(super) fn dispatch(frame: &mut TrapFrame) {
         // (it would keep the address space alive forever).
         Some(Sys::Exit) => super::exit_current(ExitInfo { status: args[0] as i32, report: None }),
         Some(Sys::ThreadExit) => {
-            let me = sched::current();
-            super::leave(me.pid.expect("a user task"), me.id)
+            let (pid, task) = super::current_ids();
+            super::leave(pid.expect("a user task"), task)
         }
         Some(Sys::Fork) => fork(frame),
         Some(call) => match super::current_core() {

@@ -63,6 +63,9 @@ struct Totals {
     lost_writes: AtomicU64,
     stale_device_reads: AtomicU64,
     failed_ops: AtomicU64,
+    /// Device jobs that got EAGAIN (the CPU side kept changing their pages)
+    /// and were run again.
+    again: AtomicU64,
     done: AtomicU64,
 }
 
@@ -74,6 +77,7 @@ static TOTALS: Totals = Totals {
     lost_writes: AtomicU64::new(0),
     stale_device_reads: AtomicU64::new(0),
     failed_ops: AtomicU64::new(0),
+    again: AtomicU64::new(0),
     done: AtomicU64::new(0),
 };
 
@@ -130,6 +134,22 @@ struct Worker<'a> {
     version: [u32; PAGES],
     next_version: u32,
 }
+
+/// A device job, run again while it fails with EAGAIN ("invalidations kept
+/// racing the fault": the kernel's swapper took its pages between a fault
+/// and the replay). Every job here is idempotent — it reads, or writes the
+/// same bytes to the same pages — so running it again is exact.
+fn again(mut job: impl FnMut() -> Result<u64, abi::Errno>) -> Result<u64, abi::Errno> {
+    for _ in 0..AGAIN_TRIES {
+        match job() {
+            Err(abi::Errno::EAGAIN) => TOTALS.again.fetch_add(1, Ordering::Relaxed),
+            r => return r,
+        };
+    }
+    job()
+}
+
+const AGAIN_TRIES: u32 = 8;
 
 fn page_addr(thread: u64, page: usize) -> u64 {
     BASE + thread * THREAD_SPAN + (page / AREA_PAGES) as u64 * AREA_SPAN + (page % AREA_PAGES) as u64 * PAGE
@@ -221,7 +241,7 @@ impl Worker<'_> {
                 for i in 0..n {
                     // SAFETY: the scratch page is this thread's own mapping.
                     let out = unsafe { core::slice::from_raw_parts_mut(scratch as *mut u8, PAGE as usize) };
-                    match dev.read(self.addr(p + i), out) {
+                    match again(|| dev.read(self.addr(p + i), out)) {
                         Ok(_) => self.check(p + i, out, true),
                         Err(e) => self.failed("device read", e),
                     }
@@ -232,7 +252,7 @@ impl Worker<'_> {
                 let v = self.new_version();
                 fill_pattern(slice_mut(scratch), v);
                 TOTALS.dev_jobs.fetch_add(1, Ordering::Relaxed);
-                match dev.write(self.addr(p), slice(scratch)) {
+                match again(|| dev.write(self.addr(p), slice(scratch))) {
                     Ok(_) => self.version[p] = v,
                     Err(e) => self.failed("device write", e),
                 }
@@ -241,7 +261,7 @@ impl Worker<'_> {
                 let (p, n) = self.run(4);
                 let b = self.rng.next() as u8;
                 TOTALS.dev_jobs.fetch_add(1, Ordering::Relaxed);
-                match dev.fill(self.addr(p), n as u64 * PAGE, b) {
+                match again(|| dev.fill(self.addr(p), n as u64 * PAGE, b)) {
                     Ok(_) => self.version[p..p + n].fill(FILL | b as u32),
                     Err(e) => self.failed("device fill", e),
                 }
@@ -251,7 +271,7 @@ impl Worker<'_> {
                 let (dst, _) = self.run(1);
                 if src != dst {
                     TOTALS.dev_jobs.fetch_add(1, Ordering::Relaxed);
-                    match dev.copy(self.addr(dst), self.addr(src), PAGE) {
+                    match again(|| dev.copy(self.addr(dst), self.addr(src), PAGE)) {
                         Ok(_) => self.version[dst] = self.version[src],
                         Err(e) => self.failed("device copy", e),
                     }
@@ -288,7 +308,7 @@ impl Worker<'_> {
                 TOTALS.dev_jobs.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: the scratch page is this thread's own mapping.
                 let out = unsafe { core::slice::from_raw_parts_mut(scratch as *mut u8, PAGE as usize) };
-                match dev.read(self.addr(q), out) {
+                match again(|| dev.read(self.addr(q), out)) {
                     Ok(_) => self.check(q, out, true),
                     Err(e) => self.failed("device read of a read-only page", e),
                 }
@@ -299,7 +319,7 @@ impl Worker<'_> {
             80..=84 => {
                 let (p, n) = self.run(4);
                 TOTALS.dev_jobs.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = dev.exclusive(self.addr(p), n as u64 * PAGE) {
+                if let Err(e) = again(|| dev.exclusive(self.addr(p), n as u64 * PAGE)) {
                     self.failed("exclusive", e);
                 }
                 // A CPU read and a CPU write take it back.
@@ -418,13 +438,14 @@ fn main(args: &[u8]) -> i32 {
     let l = |c: &AtomicU64| c.load(Ordering::SeqCst);
     let (lost, stale, failed) = (l(&TOTALS.lost_writes), l(&TOTALS.stale_device_reads), l(&TOTALS.failed_ops));
     println!(
-        "stress pid {}: {} threads, {} ops ({} device jobs, {} forks), {} pages checked: {lost} lost writes, {stale} stale device reads, {failed} failed operations",
+        "stress pid {}: {} threads, {} ops ({} device jobs, {} forks), {} pages checked, {} jobs run again after EAGAIN: {lost} lost writes, {stale} stale device reads, {failed} failed operations",
         user::getpid(),
         threads,
         l(&TOTALS.ops),
         l(&TOTALS.dev_jobs),
         l(&TOTALS.forks),
-        l(&TOTALS.pages_checked)
+        l(&TOTALS.pages_checked),
+        l(&TOTALS.again)
     );
     if lost + stale > 0 {
         1
