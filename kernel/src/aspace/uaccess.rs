@@ -13,12 +13,29 @@ struct Activated {
     previous: (x86_64::structures::paging::PhysFrame, x86_64::registers::control::Cr3Flags),
 }
 
+/// An address space loaded in this CPU's CR3 until dropped (the previous
+/// table comes back): kernel code — tests among it — that touches user
+/// memory directly, with the TLB caching it as user code would.
+pub struct Loaded<'a> {
+    _active: Activated,
+    _space: core::marker::PhantomData<&'a AddressSpace>,
+}
+
+impl AddressSpace {
+    /// Load this address space on this CPU until the guard drops. The
+    /// address space cannot be dropped meanwhile (the guard borrows it).
+    pub fn load(&self) -> Loaded<'_> {
+        Loaded { _active: Activated::new(self.pml4()), _space: core::marker::PhantomData }
+    }
+}
+
 impl Activated {
     fn new(pml4: x86_64::structures::paging::PhysFrame) -> Self {
         let previous = Cr3::read();
         // SAFETY: the PML4's kernel half is the kernel's own, so the running
         // code, stack and data stay mapped; the user half is this process's.
-        unsafe { Cr3::write(pml4, previous.1) };
+        // (Through `load_root`: shootdowns must know this CPU has it.)
+        unsafe { crate::mm::shootdown::load_root(pml4) };
         Activated { previous }
     }
 }
@@ -26,7 +43,7 @@ impl Activated {
 impl Drop for Activated {
     fn drop(&mut self) {
         // SAFETY: restoring the table that was loaded before.
-        unsafe { Cr3::write(self.previous.0, self.previous.1) };
+        unsafe { crate::mm::shootdown::load_root(self.previous.0) };
     }
 }
 
