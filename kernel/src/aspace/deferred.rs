@@ -78,11 +78,11 @@ impl DeferredFrees {
         }
         self.nframes = 0;
         if let Some(r) = self.dying.take() {
-            tables.for_each(r.start(), r.end(), &mut |_, e| match e.exchange(Pte::None) {
+            tables.for_each(r.start(), r.end(), &mut |_, e| match e.take_non_present() {
                 // SAFETY: a dying entry holds the frame reference of the present entry it was.
                 Pte::Dying { frame } => release_user_frame(unsafe { Frame::from_raw(frame) }),
                 Pte::Swapped { slot } => swap::SWAP.release(slot),
-                Pte::Present { .. } | Pte::Exclusive { .. } => unreachable!("munmap left a present entry"),
+                Pte::Present { .. } | Pte::Exclusive { .. } => unreachable!("munmap left a live entry"),
                 Pte::None => {}
             });
         }
