@@ -176,10 +176,13 @@ fn one_cpu_needs_no_shootdown() {
     let a = AddressSpace::new().unwrap();
     let r = a.mmap(None, 16 * 4096, rw(), false).unwrap();
     a.copy_to_user(r.start(), &[1; 16 * 4096]).unwrap();
+    assert!(a.cpus_loaded().is_empty(), "loaded nowhere yet");
     {
         let _loaded = a.load();
+        assert_eq!(a.cpus_loaded(), kernel::cpus::CpuSet::single(kernel::cpus::this_cpu()));
         a.munmap(r.start(), 8 * 4096).unwrap();
     }
+    assert!(a.cpus_loaded().is_empty(), "the CR3 load of another table drops it (no PCID)");
     a.munmap(r.start() + 8 * 4096, 8 * 4096).unwrap(); // not loaded anywhere: nothing to flush
     let after = shootdown::stats();
     assert_eq!((after.rounds, after.ipis), (before.rounds, before.ipis), "one CPU: no IPI");

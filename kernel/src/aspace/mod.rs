@@ -334,6 +334,12 @@ impl AddressSpace {
         self.lock().stats
     }
 
+    /// The CPUs that may cache this address space's translations now
+    /// (those with it loaded; see `mm::shootdown`).
+    pub fn cpus_loaded(&self) -> crate::cpus::CpuSet {
+        crate::mm::shootdown::cpus_caching(self.pml4())
+    }
+
     /// Page-table frames in use (PML4 included).
     pub fn table_frames(&self) -> usize {
         self.lock().tables().table_frames

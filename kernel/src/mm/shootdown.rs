@@ -30,10 +30,11 @@
 //! round outstanding (interrupts are off for it), so nothing is shared
 //! between initiators and no lock is needed. Rule against deadlock: a
 //! CPU waiting for acknowledgements keeps servicing requests addressed to
-//! it, so two CPUs shooting each other both finish; a CPU that spins with
-//! interrupts off elsewhere must not wait for anything a shootdown
-//! initiator holds (the run-queue lock, the innermost, is never held
-//! across a shootdown).
+//! it, so two CPUs shooting each other both finish. And no lock held
+//! across a shootdown — an address space's, the reclaim clock's registry —
+//! is ever waited for with interrupts off (a contended ranked lock sleeps
+//! or spins with them on), so every target acknowledges; the run-queue
+//! lock, taken with interrupts off, is never held across a shootdown.
 //!
 //! Counters ([`stats`]): IPIs sent, rounds (one per change that had other
 //! CPUs to reach), local and remote flushes.
