@@ -32,6 +32,15 @@ use crate::sync::RankedMutex;
 /// when a transfer times out; any accelerator's next transfer sweeps them).
 static UNDRAINED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 
+/// Fault records one transfer drained that belong to another accelerator:
+/// the IOMMU has one fault-record register for every device, so a transfer
+/// that drains it may take a record of another device's transfer still in
+/// flight. Dropping it would make that transfer look clean (its refused DMA
+/// is a normal completion). Kept here for the owner, and touched only under
+/// the IOMMU lock: when a transfer looks, its record is either still in the
+/// IOMMU or here.
+static HANDED_OVER: spin::Mutex<[Option<FaultRecord>; 8]> = spin::Mutex::new([None; 8]);
+
 /// Cycles spent in the completion wait of every transfer: under `-icount`
 /// the guest clock jumps over the device's virtual DMA time while the CPU
 /// halts, so benchmarks subtract this to count the CPU's own instructions
@@ -121,6 +130,15 @@ impl Accelerator {
                 log::warn!("unclaimed IOMMU fault before a transfer: {stale}");
             }
         }
+        {
+            // No transfer of ours is in flight: anything kept for us is stale.
+            let _iommu = iommu.lock();
+            for slot in HANDED_OVER.lock().iter_mut() {
+                if slot.is_some_and(|r| r.source == self.bdf) {
+                    *slot = None;
+                }
+            }
+        }
         let before = self.vector.count();
         self.edu.start_dma(req)?;
         self.transfers += 1;
@@ -133,15 +151,22 @@ impl Accelerator {
             UNDRAINED.store(true, core::sync::atomic::Ordering::Release);
             return Err(DmaError::Timeout);
         }
-        let faults = iommu.lock().take_faults();
-        let mut ours = None;
+        let mut io = iommu.lock();
+        let faults = io.take_faults();
+        let mut kept = HANDED_OVER.lock();
+        let mut ours = kept.iter_mut().find(|s| s.is_some_and(|r| r.source == self.bdf)).and_then(Option::take);
         for rec in faults.records {
-            if rec.source == self.bdf && ours.is_none() {
-                ours = Some(rec);
+            if rec.source == self.bdf {
+                ours.get_or_insert(rec);
+            } else if let Some(free) = kept.iter_mut().find(|s| s.is_none()) {
+                log::debug!("IOMMU fault of another device during accel{}'s transfer, handed over: {rec}", self.index);
+                *free = Some(rec);
             } else {
-                log::warn!("IOMMU fault from another source during accel{}'s transfer: {rec}", self.index);
+                log::warn!("IOMMU fault from another source during accel{}'s transfer (nowhere to keep it): {rec}", self.index);
             }
         }
+        drop(kept);
+        drop(io);
         match ours {
             Some(rec) => Err(DmaError::Fault(rec)),
             None if faults.overflow => {
