@@ -25,31 +25,41 @@
 //! invalidation is between start and end: the CPU-side translations of
 //! the range are then in flux, and work done on them would be thrown away.
 //!
+//! Slots: an address space has [`SLOTS`] interval slots (faults in flight
+//! at once; a fault holds one for its whole round). Registering takes the
+//! lock once and also waits out overlapping invalidations (`begin`);
+//! each slot's count is an atomic, so the commit's check takes no lock.
+//! Nothing is allocated. With every slot taken, a fault waits for one
+//! (bounded, like `begin`).
+//!
 //! Lock: `Intervals::state` is a leaf lock (nothing is taken under it).
 
 use crate::mirror::{DeviceId, MirrorId};
 use crate::VaRange;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
-/// How long `begin` waits for an overlapping invalidation to end before
-/// giving up (an invalidation can only be "in progress" for a fault on
-/// another CPU, or for a fault started from inside that invalidation,
-/// which would wait forever).
+/// How long `begin` waits for an overlapping invalidation to end (or
+/// `register` for a free slot) before giving up (an invalidation can only
+/// be "in progress" for a fault on another CPU, or for a fault started from
+/// inside that invalidation, which would wait forever).
 const WAIT_SPINS: u64 = 1 << 26;
+
+/// Faults (and exclusive requests) in flight at once per address space.
+pub(crate) const SLOTS: usize = u16::BITS as usize; // one bit each in `State::used`
 
 #[derive(Clone, Copy, Debug)]
 struct Interval {
-    id: u64,
     mirror: MirrorId,
     device: DeviceId,
     range: VaRange,
-    seq: u64,
 }
 
 struct State {
-    next: u64,
-    readers: Vec<Interval>,
+    slots: [Option<Interval>; SLOTS],
+    /// Bit i: `slots[i]` is taken (finding a free slot is one instruction).
+    used: u16,
     /// Invalidations between start and end (a multiset).
     active: Vec<VaRange>,
 }
@@ -58,7 +68,7 @@ impl Default for State {
     /// Room for the usual nesting up front: the invalidation path (under
     /// the kernel's address-space lock) then pushes without allocating.
     fn default() -> Self {
-        State { next: 0, readers: Vec::with_capacity(4), active: Vec::with_capacity(4) }
+        State { slots: [None; SLOTS], used: 0, active: Vec::with_capacity(4) }
     }
 }
 
@@ -66,20 +76,41 @@ impl Default for State {
 #[derive(Default)]
 pub(crate) struct Intervals {
     state: Mutex<State>,
+    /// Per slot: its sequence count (bumped under `state`, read without it).
+    seqs: [AtomicU64; SLOTS],
 }
 
-/// An overlapping invalidation did not end in time.
+/// An overlapping invalidation did not end in time (or no slot came free).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct StillInvalidating;
 
 impl Intervals {
-    /// Register `range` for a fault of `mirror` (of `device`).
-    pub fn register(&self, mirror: MirrorId, device: DeviceId, range: VaRange) -> Reader<'_> {
-        let mut s = self.state.lock();
-        s.next += 1;
-        let id = s.next;
-        s.readers.push(Interval { id, mirror, device, range, seq: 0 });
-        Reader { owner: self, id, range }
+    /// Register `range` for a fault of `mirror` (of `device`) and begin
+    /// (`mmu_interval_read_begin`): one lock when nothing overlapping is in
+    /// progress. Returns the reader and its count.
+    pub fn register(&self, mirror: MirrorId, device: DeviceId, range: VaRange) -> Result<(Reader<'_>, u64), StillInvalidating> {
+        self.register_within(mirror, device, range, WAIT_SPINS)
+    }
+
+    fn register_within(&self, mirror: MirrorId, device: DeviceId, range: VaRange, spins: u64) -> Result<(Reader<'_>, u64), StillInvalidating> {
+        for _ in 0..spins {
+            {
+                let mut s = self.state.lock();
+                if s.used != u16::MAX {
+                    let slot = s.used.trailing_ones() as usize;
+                    s.used |= 1 << slot;
+                    s.slots[slot] = Some(Interval { mirror, device, range });
+                    let busy = s.active.iter().any(|r| r.overlaps(&range));
+                    let seq = self.seqs[slot].load(Ordering::Acquire);
+                    drop(s);
+                    let reader = Reader { owner: self, slot, range };
+                    let seq = if busy { reader.begin()? } else { seq };
+                    return Ok((reader, seq));
+                }
+            }
+            core::hint::spin_loop();
+        }
+        Err(StillInvalidating)
     }
 
     /// An invalidation of `range` starts: bump every overlapping interval
@@ -87,9 +118,12 @@ impl Intervals {
     pub fn start(&self, range: VaRange, exempt: Option<DeviceId>) {
         let mut s = self.state.lock();
         s.active.push(range);
-        for r in s.readers.iter_mut() {
-            if r.range.overlaps(&range) && Some(r.device) != exempt {
-                r.seq += 1;
+        if s.used == 0 {
+            return; // no fault in flight
+        }
+        for (i, r) in s.slots.iter().enumerate() {
+            if r.is_some_and(|r| r.range.overlaps(&range) && Some(r.device) != exempt) {
+                self.seqs[i].fetch_add(1, Ordering::Release);
             }
         }
     }
@@ -104,21 +138,19 @@ impl Intervals {
 
     /// `mirror` was released: its faults in flight must not commit.
     pub fn release(&self, mirror: MirrorId) {
-        let mut s = self.state.lock();
-        for r in s.readers.iter_mut().filter(|r| r.mirror == mirror) {
-            r.seq += 1;
+        let s = self.state.lock();
+        for (i, r) in s.slots.iter().enumerate() {
+            if r.is_some_and(|r| r.mirror == mirror) {
+                self.seqs[i].fetch_add(1, Ordering::Release);
+            }
         }
-    }
-
-    fn seq(&self, id: u64) -> u64 {
-        self.state.lock().readers.iter().find(|r| r.id == id).map_or(u64::MAX, |r| r.seq)
     }
 }
 
-/// A registered interval; unregistered when dropped.
+/// A registered interval (a slot); unregistered when dropped.
 pub(crate) struct Reader<'a> {
     owner: &'a Intervals,
-    id: u64,
+    slot: usize,
     range: VaRange,
 }
 
@@ -134,7 +166,7 @@ impl Reader<'_> {
             {
                 let s = self.owner.state.lock();
                 if !s.active.iter().any(|r| r.overlaps(&self.range)) {
-                    return Ok(s.readers.iter().find(|r| r.id == self.id).map_or(u64::MAX, |r| r.seq));
+                    return Ok(self.owner.seqs[self.slot].load(Ordering::Acquire));
                 }
             }
             core::hint::spin_loop();
@@ -143,18 +175,19 @@ impl Reader<'_> {
     }
 
     /// `mmu_interval_read_retry`: whether an overlapping invalidation (or
-    /// the mirror's release) started since `begin` returned `seq`.
+    /// the mirror's release) started since `begin` returned `seq`. No lock:
+    /// the caller holds the mirror's table lock, which an invalidation
+    /// takes only after bumping (so a bump before it is seen here).
     pub fn changed(&self, seq: u64) -> bool {
-        self.owner.seq(self.id) != seq
+        self.owner.seqs[self.slot].load(Ordering::Acquire) != seq
     }
 }
 
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
         let mut s = self.owner.state.lock();
-        if let Some(i) = s.readers.iter().position(|r| r.id == self.id) {
-            s.readers.swap_remove(i);
-        }
+        s.slots[self.slot] = None;
+        s.used &= !(1 << self.slot);
     }
 }
 
@@ -169,8 +202,7 @@ mod tests {
     #[test]
     fn only_overlapping_invalidations_bump() {
         let iv = Intervals::default();
-        let reader = iv.register(MirrorId(1), DeviceId(1), r(16, 32));
-        let seq = reader.begin().unwrap();
+        let (reader, seq) = iv.register(MirrorId(1), DeviceId(1), r(16, 32)).unwrap();
         iv.start(r(0, 16), None);
         iv.end(r(0, 16));
         assert!(!reader.changed(seq), "an invalidation next to the interval does not touch it");
@@ -190,7 +222,7 @@ mod tests {
     #[test]
     fn begin_refuses_while_an_overlapping_invalidation_runs() {
         let iv = Intervals::default();
-        let reader = iv.register(MirrorId(1), DeviceId(1), r(0, 4));
+        let (reader, _) = iv.register(MirrorId(1), DeviceId(1), r(0, 4)).unwrap();
         iv.start(r(100, 101), None);
         assert!(reader.begin().is_ok(), "a disjoint invalidation in progress does not block");
         iv.start(r(2, 3), None);
@@ -199,6 +231,19 @@ mod tests {
         iv.end(r(2, 3));
         assert!(reader.begin().is_ok());
         drop(reader);
-        assert!(iv.state.lock().readers.is_empty(), "unregistered on drop");
+        assert!(iv.state.lock().slots.iter().all(Option::is_none) && iv.state.lock().used == 0, "unregistered on drop");
+    }
+
+    #[test]
+    fn a_fault_waits_for_a_free_slot() {
+        let iv = Intervals::default();
+        let mut held: Vec<_> = (0..SLOTS).map(|i| iv.register(MirrorId(1), DeviceId(1), r(i as u64, i as u64 + 1)).unwrap().0).collect();
+        assert!(iv.register_within(MirrorId(1), DeviceId(1), r(0, 1), 1000).is_err(), "every slot taken: no registration");
+        held.pop();
+        let (reader, seq) = iv.register_within(MirrorId(1), DeviceId(1), r(40, 41), 1000).unwrap();
+        iv.start(r(40, 41), None);
+        iv.end(r(40, 41));
+        assert!(reader.changed(seq), "a reused slot counts for its new interval");
+        assert!(!held[0].changed(0), "and not for the others");
     }
 }

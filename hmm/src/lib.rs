@@ -24,9 +24,10 @@
 //!   change PTEs, flush TLB    ─► Mm::invalidate_end
 //!   free old frames
 //!
-//!   device touches a page ─► IOMMU fault ─► Mirror::fault ─► space.fault_in (those pages only)
-//!                                                        ─► space.walk (neighbours, no change)
-//!                                                        ─► populate mirror (retry on race)
+//!   device touches a page ─► IOMMU fault ─► Mirror::fault ─► space.fault_round: one lock,
+//!                                                          those pages faulted in,
+//!                                                          neighbours walked (no change),
+//!                                                          ─► commit in batches (retry on race)
 //!                                          ◄── replay the transfer
 //! ```
 #![no_std]
@@ -43,7 +44,7 @@ pub mod pt;
 pub mod range;
 pub mod snapshot;
 
-pub use cpu::{CpuFaultError, CpuPage, MirroredSpace};
+pub use cpu::{CpuFaultError, CpuPage, FaultRound, MirroredSpace, RoundBatch, RoundPage, ROUND_BATCH};
 pub use event::{Event, PteMask};
 pub use snapshot::{CpuPageState, PageView};
 pub use mirror::{Detached, Device, DeviceDriver, DeviceId, Mirror, MirrorAccess, MirrorId, Update};

@@ -143,7 +143,7 @@ pub(crate) trait MirrorOwner<L: EntryLayout, M: TableMemory>: Send + Sync {
     fn detach(&self, id: MirrorId, dirty: &[u64]);
     /// Faults in flight on the mirror must not commit.
     fn released(&self, id: MirrorId);
-    fn fault(&self, m: &Mirror<L, M>, addr: u64, pages: u64, write: bool) -> Result<FaultOutcome, DeviceFaultError>;
+    fn fault(&self, m: &Mirror<L, M>, addr: u64, pages: u64, write: bool, also: Option<VaRange>) -> Result<FaultOutcome, DeviceFaultError>;
     fn take_exclusive(&self, m: &Mirror<L, M>, range: VaRange) -> Result<(), DeviceFaultError>;
     fn snapshot(&self, m: &Mirror<L, M>, range: VaRange, f: &mut dyn FnMut(crate::snapshot::PageView)) -> Result<(), crate::mm::DeviceFaultKind>;
     fn mirror_present(&self, m: &Mirror<L, M>, range: VaRange, write: bool) -> Result<u64, DeviceFaultError>;
@@ -210,8 +210,17 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     /// neighbours up to the prefault window are mirrored from what the CPU
     /// already maps (see `Mm`). Fails with `Released` once released.
     pub fn fault(&self, addr: u64, pages: u64, write: bool) -> Result<FaultOutcome, DeviceFaultError> {
+        self.fault_with(addr, pages, write, None)
+    }
+
+    /// [`Mirror::fault`], also mirroring — in the same round, under the
+    /// same interval — every page of `also` the CPU already maps (nothing
+    /// faulted in there; at most the CPU's access; at most
+    /// `MAX_FAULT_PAGES`): a driver that knows the extent of the job that
+    /// faulted resolves it in one round.
+    pub fn fault_with(&self, addr: u64, pages: u64, write: bool, also: Option<VaRange>) -> Result<FaultOutcome, DeviceFaultError> {
         match self.owner() {
-            Some(o) => o.fault(self, addr, pages, write),
+            Some(o) => o.fault(self, addr, pages, write, also),
             None => Err(DeviceFaultError { addr, write, kind: crate::mm::DeviceFaultKind::Released }),
         }
     }

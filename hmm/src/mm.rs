@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Invalidations arrive with the address-space lock held (from the kernel's
-//! notifier) and take the others. The fault path takes no HMM lock while
-//! it calls into the address space, and takes `Mirror::table` alone to
-//! commit — so the order is never reversed.
+//! notifier) and take the others. The fault path holds no HMM lock when it
+//! calls into the address space; the space hands pages to its commit under
+//! its own lock, and the commit takes `Mirror::table` (then the driver's) —
+//! the same order, never reversed.
 //!
 //! # The retry protocol (Linux's `mmu_interval_read_begin` / `read_retry`)
 //!
@@ -276,8 +277,8 @@ where
         self.intervals.release(id);
     }
 
-    fn fault(&self, m: &Mirror<L, M>, addr: u64, pages: u64, write: bool) -> Result<FaultOutcome, DeviceFaultError> {
-        self.fault_mirror(m, addr, pages, write)
+    fn fault(&self, m: &Mirror<L, M>, addr: u64, pages: u64, write: bool, also: Option<VaRange>) -> Result<FaultOutcome, DeviceFaultError> {
+        self.fault_mirror(m, addr, pages, write, also)
     }
 
     fn take_exclusive(&self, m: &Mirror<L, M>, range: VaRange) -> Result<(), DeviceFaultError> {

@@ -34,6 +34,7 @@ impl fmt::Display for BadRange {
 
 impl VaRange {
     /// `[start, end)`; both page-aligned, `start <= end <= 2^47`.
+    #[inline]
     pub fn new(start: u64, end: u64) -> Result<Self, BadRange> {
         if !start.is_multiple_of(PAGE) || !end.is_multiple_of(PAGE) || start > end || end > USER_END {
             return Err(BadRange { start, end });
@@ -42,46 +43,57 @@ impl VaRange {
     }
 
     /// `pages` pages from `start`.
+    #[inline]
     pub fn pages_from(start: u64, pages: u64) -> Result<Self, BadRange> {
         let end = pages.checked_mul(PAGE).and_then(|b| start.checked_add(b)).ok_or(BadRange { start, end: u64::MAX })?;
         Self::new(start, end)
     }
 
     /// The single page containing `addr` (which must be a user address).
+    #[inline]
     pub fn page_of(addr: u64) -> Result<Self, BadRange> {
         let start = addr & !(PAGE - 1);
         Self::new(start, start + PAGE)
     }
 
+    #[inline]
     pub fn start(&self) -> u64 {
         self.start
     }
+    #[inline]
     pub fn end(&self) -> u64 {
         self.end
     }
     /// The start as a virtual address (always canonical: below 2^47).
+    #[inline]
     pub fn start_addr(&self) -> VirtAddr {
         VirtAddr::new(self.start)
     }
+    #[inline]
     pub fn pages(&self) -> u64 {
         (self.end - self.start) / PAGE
     }
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
+    #[inline]
     pub fn contains(&self, addr: u64) -> bool {
         (self.start..self.end).contains(&addr)
     }
     /// Whether the two share a page (an empty range overlaps nothing).
+    #[inline]
     pub fn overlaps(&self, other: &VaRange) -> bool {
         !self.is_empty() && !other.is_empty() && self.start < other.end && other.start < self.end
     }
     /// The common part, if any.
+    #[inline]
     pub fn intersect(&self, other: &VaRange) -> Option<VaRange> {
         let (s, e) = (self.start.max(other.start), self.end.min(other.end));
         (s < e).then_some(VaRange { start: s, end: e })
     }
     /// Page start addresses.
+    #[inline]
     pub fn page_addrs(&self) -> impl Iterator<Item = u64> {
         (self.start..self.end).step_by(PAGE as usize)
     }

@@ -6,20 +6,17 @@
 //!  snapshot(range):        for each page: the CPU's state (space.page_state)
 //!                          + this mirror's entry — nothing faulted, allocated,
 //!                          swapped in or marked; no lock held across pages
-//!  mirror_present(range):  register interval; seq = begin()
-//!                          leaves = pages the CPU maps (space.walk), access
-//!                          ≤ the CPU's and ≤ the mirror's
-//!                          commit under the table lock if alive and seq
-//!                          unchanged, else retry (as a fault does)
+//!  mirror_present(range):  a fault round (see `fault`) with nothing wanted:
+//!                          the pages the CPU maps, access ≤ the CPU's and
+//!                          ≤ the mirror's, committed under the table lock if
+//!                          alive and the interval unchanged, else retried
 //! ```
 
-use crate::cpu::{CpuPage, MirroredSpace};
-use crate::event::Event;
+use crate::cpu::{CpuPage, FaultRound, MirroredSpace};
 use crate::mirror::Mirror;
 use crate::mm::{DeviceFaultError, DeviceFaultKind, Mm, MAX_FAULT_PAGES};
 use crate::pt::{EntryLayout, Leaf, TableMemory};
 use crate::{DeviceId, VaRange};
-use alloc::vec::Vec;
 
 /// What the CPU side holds at one page, read without changing anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,27 +86,13 @@ where
     }
 
     pub(crate) fn mirror_present_in(&self, m: &Mirror<L, M>, range: VaRange, write: bool) -> Result<u64, DeviceFaultError> {
-        let err = |kind| DeviceFaultError { addr: range.start(), write, kind };
         if range.pages() > MAX_FAULT_PAGES {
-            return Err(err(DeviceFaultKind::BadRange));
+            return Err(DeviceFaultError { addr: range.start(), write, kind: DeviceFaultKind::BadRange });
         }
-        let space = self.space.upgrade().ok_or(err(DeviceFaultKind::Released))?;
-        let write = write && !m.read_only();
-        let reader = self.intervals.register(m.id(), m.device(), range);
-        for _ in 0..64 {
-            let seq = reader.begin().map_err(|_| err(DeviceFaultKind::TooManyRetries))?;
-            if !m.is_alive() {
-                return Err(err(DeviceFaultKind::Released));
-            }
-            let mut leaves: Vec<(u64, Leaf)> = Vec::new();
-            space.walk_range(range, &mut |va, p| leaves.push((va, Leaf { addr: p.frame, write: write && p.writable, dirty: false, exclusive: false })));
-            match self.commit_leaves(m, range, &leaves, &reader, seq, if write { Event::DeviceWfault } else { Event::DeviceRfault }) {
-                Ok(()) => return Ok(leaves.len() as u64),
-                Err(Ok(())) => continue,
-                Err(Err(kind)) => return Err(err(kind)),
-            }
-        }
-        Err(err(DeviceFaultKind::TooManyRetries))
+        // A round with nothing wanted: only what the CPU already maps.
+        let want = VaRange::new(range.start(), range.start()).expect("empty range at a page");
+        let round = FaultRound { want, write: write && !m.read_only(), window: 1, populate: false, also: Some(range) };
+        Ok(self.round(m, &round, range.start())?.handed)
     }
 }
 

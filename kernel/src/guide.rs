@@ -93,20 +93,24 @@
 //!    `Accel::dma` reads the record with
 //!    [`devices::vtd::Iommu::take_faults`] and returns `DmaError::Fault`.
 //! 4. Back in `transfer`: **`fault.begin accel=0 va=0x20000000 access=read`**.
-//!    It calls [`hmm::Mirror::fault`] (`hmm/src/fault.rs`): the prefault window is
-//!    chosen (`Mm::window`), then, in a loop (**`fault.round`**), the page
-//!    the device touched is faulted in on the CPU side (its neighbours are
-//!    only read with `MirroredSpace::walk`) through the trait
-//!    [`hmm::MirroredSpace`], implemented by
+//!    It calls [`hmm::Mirror::fault_with`] (`hmm/src/fault.rs`), with the
+//!    rest of the job's pages as `also`: the round registers one interval,
+//!    then (**`fault.round`**) asks the CPU side for the whole round through
+//!    the trait [`hmm::MirroredSpace::fault_round`], implemented by
 //!    [`crate::hmmdev::space::KernelSpace`] (`kernel/src/hmmdev/space.rs`),
-//!    which calls [`crate::aspace::AddressSpace::handle_fault`]
-//!    (`kernel/src/aspace/fault.rs`) → `Inner::resolve`: demand-zero,
-//!    swap-in (**`swap.in`**) or COW break (**`cow.break`**), CPU rules.
-//! 5. Still in `Mm::fault`: the sequence count is checked — if an
+//!    which calls [`crate::aspace::AddressSpace::fault_round`]
+//!    (`kernel/src/aspace/fault.rs`): one lock, one VMA lookup; the page
+//!    the device touched is taken as it is if present with the access, else
+//!    `Inner::resolve` runs — demand-zero, swap-in (**`swap.in`**) or COW
+//!    break (**`cow.break`**), CPU rules; the neighbours in the prefault
+//!    window and the job's other resident pages are only read, by
+//!    `hmm::pt`'s walker over the CPU tables (`aspace/layout.rs`).
+//! 5. The pages come back to HMM in batches (a stack buffer): for each, under
+//!    the mirror's table lock, the interval's count is checked — if an
 //!    invalidation ran meanwhile, the round is thrown away and retried
-//!    (Linux's `mmu_interval_read_retry`) — then each leaf is written into
-//!    the mirror table ([`hmm::pt::PageTable::set`], `hmm/src/pt/mod.rs`;
-//!    **`mirror.set`** at trace level).
+//!    (Linux's `mmu_interval_read_retry`) — then the leaves are written
+//!    into the mirror table through one [`hmm::pt::Cursor`]
+//!    (`hmm/src/pt/cursor.rs`; **`mirror.set`** at trace level).
 //! 6. The driver hears about it: [`hmm::DeviceDriver::update`] is
 //!    [`crate::hmmdev::EduMirrorDriver`]'s (`kernel/src/hmmdev/driver.rs`):
 //!    **`mirror.update event=DEVICE_RFAULT ... flush=false`** — entries only
@@ -120,19 +124,21 @@
 //! `hmm> walk2 0 0x20000000` now shows the CPU's walk and the IOMMU's walk
 //! ending at the same frame (the CPU `P W U`, the device `R`).
 //!
-//! The same chain, stopped in gdb (`cargo run -- --console --gdb`, then
-//! `gdb target/kernel/x86_64-unknown-none/debug/hmmos-kernel -ex 'target remote :1234'
-//! -ex 'break kernel::aspace::AddressSpace::handle_fault' -ex continue`, and
-//! the `dread` above on the console; `bt`, shortened):
+//! The same chain can be stopped in gdb (`cargo run -- --console --gdb`,
+//! then `gdb target/kernel/x86_64-unknown-none/debug/hmmos-kernel -ex
+//! 'target remote :1234' -ex 'break kernel::aspace::AddressSpace::fault_round'
+//! -ex continue`, and the `dread` above on the console); `bt` walks back
+//! through these functions (names only; inlining may merge some):
 //!
 //! ```text
-//! #0  kernel::aspace::AddressSpace::handle_fault (addr=536870912, access=Read) at kernel/src/aspace/fault.rs:78
-//! #1  kernel::hmmdev::space::{impl#0}::fault_in (va=536870912) at kernel/src/hmmdev/space.rs:48
-//! #2  hmm::mm::Mm<VtdLayout, KernelTableMemory, KernelSpace>::fault (addr=536870912, write=false) at hmm/src/mm.rs:241
-//! #3  kernel::hmmdev::HmmAccel::transfer (dir=ToDevice, iova=536870912, count=16) at kernel/src/hmmdev/jobs.rs:96
-//! #4  kernel::hmmdev::HmmAccel::read at kernel/src/hmmdev/jobs.rs:126
-//! #5  kernel::world::dev::dread at kernel/src/world/dev.rs:49
-//! #6  kernel::shell::Shell<World>::execute at kernel/src/shell/mod.rs:105
+//! kernel::aspace::AddressSpace::fault_round          kernel/src/aspace/fault.rs
+//! <KernelSpace as hmm::MirroredSpace>::fault_round   kernel/src/hmmdev/space.rs
+//! hmm::Mm::round                                     hmm/src/fault.rs
+//! hmm::Mm::fault_mirror                              hmm/src/fault.rs
+//! hmm::Mirror::fault_with                            hmm/src/mirror.rs
+//! kernel::hmmdev::HmmAccel::transfer                 kernel/src/hmmdev/jobs.rs
+//! kernel::hmmdev::HmmAccel::read                     kernel/src/hmmdev/jobs.rs
+//! kernel::world::dev::dread                          kernel/src/world/dev.rs
 //! ```
 //!
 //! (gdb's `kill` then ends the session; the launcher says so and exits

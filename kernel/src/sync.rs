@@ -8,7 +8,8 @@
 //!  1     HmmAccel      (hmmdev::accels)        a job, bind/unbind
 //!  2     AddressSpace  (aspace inner)          a device fault's fault_in, every CPU-side change
 //!        (hmm's mirror list and mirror tables)  the notifier, inside the address-space lock
-//!  3     Device        (platform::accels)      one DMA
+//!  3     Device        (platform::accels,      one DMA, one swap-disk transfer
+//!                       platform::disk)
 //!  4     Iommu         (platform::iommu)       faults, attach/detach, IOTLB invalidation
 //!  5     Process       (proc::PROCS)            the process table: pids, parents, exit status
 //!  6     RunQueue      (sched per-CPU queues)   pick/park/wake; always with interrupts off

@@ -46,8 +46,8 @@ pub enum IotlbCommand {
 /// page-aligned): at most two aligned blocks (see the module docs), or one
 /// domain-wide command when a block would exceed 2^`mamv` pages, when the
 /// IOMMU has no page-selective invalidation, or beyond `threshold`.
-pub fn plan(ranges: &[(u64, u64)], mamv: u8, psi: bool, threshold: usize) -> Vec<IotlbCommand> {
-    let mut cmds = Vec::new();
+pub fn plan(ranges: &[(u64, u64)], mamv: u8, psi: bool, threshold: usize) -> Plan {
+    let mut cmds = Plan::default();
     let Some((s, e)) = hull(ranges) else { return cmds };
     if !psi {
         cmds.push(IotlbCommand::Domain);
@@ -80,6 +80,39 @@ pub fn plan(ranges: &[(u64, u64)], mamv: u8, psi: bool, threshold: usize) -> Vec
         cmds.push(IotlbCommand::Page { addr: page * 4096, am: am as u8 });
     }
     cmds
+}
+
+/// At most two commands, held inline: planning a flush allocates nothing
+/// (it runs inside every invalidation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    cmds: [Option<IotlbCommand>; 2],
+}
+
+impl Plan {
+    fn push(&mut self, c: IotlbCommand) {
+        let slot = self.cmds.iter_mut().find(|s| s.is_none()).expect("a plan holds at most two commands");
+        *slot = Some(c);
+    }
+    fn clear(&mut self) {
+        self.cmds = [None; 2];
+    }
+    pub fn len(&self) -> usize {
+        self.cmds.iter().flatten().count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.cmds[0].is_none()
+    }
+    /// The commands, in order.
+    pub fn iter(&self) -> impl Iterator<Item = IotlbCommand> + '_ {
+        self.cmds.iter().flatten().copied()
+    }
+}
+
+impl<const N: usize> PartialEq<[IotlbCommand; N]> for Plan {
+    fn eq(&self, other: &[IotlbCommand; N]) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
 }
 
 /// The smallest range holding every non-empty range, if any.
@@ -199,15 +232,15 @@ mod tests {
                 return Ok(());
             }
             let mut covered = 0;
-            for c in &cmds {
-                let IotlbCommand::Page { addr, am } = *c else { panic!("mixed") };
+            for c in cmds.iter() {
+                let IotlbCommand::Page { addr, am } = c else { panic!("mixed") };
                 prop_assert!(am <= mamv);
                 prop_assert_eq!(addr % (P << am), 0, "naturally aligned");
                 covered += P << am;
             }
             for page in start..start + len {
                 let a = page * P;
-                prop_assert!(cmds.iter().any(|c| matches!(*c, IotlbCommand::Page { addr, am } if (addr..addr + (P << am)).contains(&a))), "page {:#x} missed", a);
+                prop_assert!(cmds.iter().any(|c| matches!(c, IotlbCommand::Page { addr, am } if (addr..addr + (P << am)).contains(&a))), "page {:#x} missed", a);
             }
             prop_assert!(covered <= 4 * len * P, "over-invalidation bounded");
         }

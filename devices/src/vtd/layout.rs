@@ -28,18 +28,22 @@ pub struct VtdLayout;
 impl EntryLayout for VtdLayout {
     const NAME: &'static str = "VT-d second level";
 
+    #[inline]
     fn encode_leaf(l: Leaf) -> u64 {
         R | if l.write { W } else { 0 } | if l.dirty { DIRTY } else { 0 } | if l.exclusive { EXCLUSIVE } else { 0 } | (l.addr.as_u64() & ADDR)
     }
 
+    #[inline]
     fn decode_leaf(raw: u64) -> Option<Leaf> {
         (raw & R != 0).then(|| Leaf { addr: PhysAddr::new(raw & ADDR), write: raw & W != 0, dirty: raw & DIRTY != 0, exclusive: raw & EXCLUSIVE != 0 })
     }
 
+    #[inline]
     fn encode_table(t: PhysAddr) -> u64 {
         R | W | (t.as_u64() & ADDR)
     }
 
+    #[inline]
     fn decode_table(raw: u64) -> Option<PhysAddr> {
         (raw & R != 0).then(|| PhysAddr::new(raw & ADDR))
     }

@@ -18,8 +18,10 @@
 //!   and only then frees unlinked table nodes. A not-present → present
 //!   change needs no flush here (CAP.CM = 0) and gets none.
 //! * **Faults**: the IOMMU logs a refused DMA in its fault record(s) and
-//!   raises the fault event (an MSI). [`Iommu::take_faults`] reads and
-//!   clears every pending record, and reports overflow.
+//!   raises the fault event (an MSI). After a transfer its driver calls
+//!   [`Iommu::claim_fault`]: the records are read and cleared, and records
+//!   of *other* devices are parked for them (see [`mailbox`]), since
+//!   transfers on different devices overlap.
 //!
 //! Invalidation is register-based (CCMD, IVA/IOTLB), not queued: every
 //! command completes before the register read returns on QEMU, so the
@@ -30,12 +32,14 @@ mod domain;
 mod fault;
 mod flush;
 mod layout;
+pub mod mailbox;
 pub mod regs;
 
 pub use domain::{Domain, DomainId, Iova, MapError, Perm};
 pub use fault::{Access, FaultRecord};
-pub use flush::{plan, IotlbCommand, IotlbFlush, DOMAIN_THRESHOLD};
+pub use flush::{plan, IotlbCommand, IotlbFlush, Plan, DOMAIN_THRESHOLD};
 pub use layout::VtdLayout;
+pub use mailbox::FaultClaim;
 
 use crate::mmio::Registers;
 use crate::pci::Bdf;
@@ -119,6 +123,8 @@ pub struct Iommu<R: Registers, M: TableMemory> {
     dids: Vec<u64>,
     /// Which device uses which domain.
     attached: Vec<(Bdf, DomainId)>,
+    /// Fault records read but not yet claimed by their device.
+    mailbox: mailbox::Mailbox,
     stats: IommuStats,
 }
 
@@ -136,7 +142,7 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
         let ids = cap.domains().min(1 << 16) as usize;
         let mut dids = alloc::vec![0u64; ids.div_ceil(64)];
         dids[0] = 1; // id 0 is reserved
-        Ok(Iommu { regs, mem, cap, ecap, version, root, context: alloc::vec![None; 256], dids, attached: Vec::new(), stats: IommuStats::default() })
+        Ok(Iommu { regs, mem, cap, ecap, version, root, context: alloc::vec![None; 256], dids, attached: Vec::new(), mailbox: Default::default(), stats: IommuStats::default() })
     }
 
     pub fn cap(&self) -> Cap {
@@ -306,7 +312,7 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
     /// update callback; HMM frees its table nodes after it returns.)
     pub fn invalidate_ranges(&mut self, id: DomainId, ranges: &[(u64, u64)]) -> Result<FlushReport, IommuError> {
         let mut report = FlushReport::default();
-        for cmd in plan(ranges, self.cap.mamv(), self.cap.psi(), DOMAIN_THRESHOLD) {
+        for cmd in plan(ranges, self.cap.mamv(), self.cap.psi(), DOMAIN_THRESHOLD).iter() {
             match cmd {
                 IotlbCommand::Page { addr, am } => {
                     log::debug!("iotlb did={} scope=page addr={addr:#x} am={am} pages={}", id.0, 1u64 << am);
@@ -352,10 +358,48 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
         self.regs.read32(FSTS) & FSTS_PPF != 0
     }
 
+    /// After a transfer by `source`: the fault recorded for it, if any.
+    /// Records of other devices read on the way are parked for them.
+    /// The common case — nothing pending, nothing parked — costs one
+    /// register read.
+    pub fn claim_fault(&mut self, source: Bdf) -> FaultClaim {
+        self.drain();
+        let (first, _) = if self.mailbox.is_empty() { (None, 0) } else { self.mailbox.take(source) };
+        // Always note the loss generation: a transfer that failed anyway
+        // has nothing more to learn from an older loss.
+        let lost = self.mailbox.lost_since_last(source);
+        match first {
+            Some(rec) => FaultClaim::Fault(rec),
+            None if lost => FaultClaim::Lost,
+            None => FaultClaim::Clean,
+        }
+    }
+
+    /// Before a transfer by `source` whose previous one was abandoned
+    /// (timed out): drop the records it may have left, so they are not
+    /// taken for the new transfer's. Returns them (for a log line).
+    pub fn discard_faults(&mut self, source: Bdf) -> usize {
+        self.drain();
+        self.mailbox.lost_since_last(source);
+        self.mailbox.take(source).1
+    }
+
+    /// Move the hardware's pending records into the mailbox.
+    fn drain(&mut self) {
+        let f = self.take_faults();
+        if f.overflow {
+            self.mailbox.overflowed();
+        }
+        for rec in f.records {
+            self.mailbox.park(rec);
+        }
+    }
+
     /// Read and clear every pending fault record (and the overflow flag).
     /// The common case — nothing pending — costs one register read: the
     /// records are read and decoded only when FSTS says one is there.
-    pub fn take_faults(&mut self) -> Faults {
+    /// Private: a reader must park other devices' records ([`Iommu::claim_fault`]).
+    fn take_faults(&mut self) -> Faults {
         let mut out = Faults::default();
         let fsts = self.regs.read32(FSTS);
         if fsts & (FSTS_PPF | FSTS_CLEAR) == 0 {

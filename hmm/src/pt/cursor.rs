@@ -18,7 +18,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::{PhysAddr, VirtAddr};
 
-const NONE: u64 = u64::MAX;
+pub(super) const NONE: u64 = u64::MAX;
 
 /// See the module docs.
 pub struct Cursor<'a, L: EntryLayout, M: TableMemory> {
@@ -38,10 +38,17 @@ pub struct Cursor<'a, L: EntryLayout, M: TableMemory> {
 }
 
 impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
+    /// Starts where the table's last cursor stopped (its `hint`), if that
+    /// is still valid.
     pub(super) fn new(pt: &'a mut PageTable<L, M>) -> Self {
-        let mut path = [PhysAddr::zero(); LEVELS as usize];
-        path[LEVELS as usize - 1] = pt.root();
-        Cursor { pt, path, leaf_base: NONE, leaf: NonNull::dangling(), count: NonNull::dangling(), fresh: false, steps: 0 }
+        let (leaf_base, path) = pt.hint;
+        let mut c = Cursor { pt, path, leaf_base: NONE, leaf: NonNull::dangling(), count: NonNull::dangling(), fresh: false, steps: 0 };
+        if leaf_base != NONE {
+            c.leaf = c.pt.mem.table(path[0]);
+            c.count = NonNull::from(&c.pt.node(path[1])[index(leaf_base, 2)]);
+            c.leaf_base = leaf_base;
+        }
+        c
     }
 
     /// Table entries followed from one node to the next since the cursor was
@@ -151,6 +158,29 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
         Ok(old)
     }
 
+    /// Write page `va`'s entry as `f(old entry)`, in one lookup (missing
+    /// nodes are created). Returns the old leaf and whether the entry
+    /// changed (`f` returning the old leaf writes nothing).
+    #[inline]
+    pub fn merge(&mut self, va: u64, f: impl FnOnce(Option<Leaf>) -> Leaf) -> Result<(Option<Leaf>, bool), OutOfTableMemory> {
+        check_va(va);
+        self.leaf_node(va, true)?;
+        let entry = &self.entries()[index(va, 1)];
+        // One writer (the caller holds the lock): load + release store.
+        let old = L::decode_leaf(entry.load(Ordering::Relaxed));
+        let new = f(old);
+        if old == Some(new) {
+            return Ok((old, false));
+        }
+        entry.store(L::encode_leaf(new), Ordering::Release);
+        self.fresh = false;
+        if old.is_none() {
+            self.add_leaf_live(1);
+            self.pt.leaves += 1;
+        }
+        Ok((old, true))
+    }
+
     /// Map consecutive pages from `start`, one per leaf: per 512-entry leaf
     /// node one (partial) walk and one count update, then one store per
     /// page. Stops at the first `None`. Returns how many pages were written.
@@ -192,5 +222,12 @@ impl<'a, L: EntryLayout, M: TableMemory> Cursor<'a, L, M> {
             self.pt.leaves += new;
         }
         Ok(written)
+    }
+}
+
+impl<L: EntryLayout, M: TableMemory> Drop for Cursor<'_, L, M> {
+    /// Leave the position for the next cursor (see `PageTable::hint`).
+    fn drop(&mut self) {
+        self.pt.hint = (self.leaf_base, self.path);
     }
 }

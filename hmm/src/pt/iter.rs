@@ -1,13 +1,16 @@
 //! `hmm_pt_iter`: walk the valid leaves of a range, depth first, never
 //! descending into an absent subtree.
 
-use super::{index, span, EntryLayout, Leaf, PageTable, TableMemory, LEVELS};
+use super::{index, span, EntryLayout, Leaf, Node, TableMemory, LEVELS};
+use core::marker::PhantomData;
 use core::sync::atomic::Ordering;
 use x86_64::{PhysAddr, VirtAddr};
 
-/// An iterator over `(address, leaf)` in a range (see [`PageTable::iter`]).
+/// An iterator over `(address, leaf)` in a range (see
+/// [`super::PageTable::iter`], [`super::View::iter`]).
 pub struct Iter<'a, L: EntryLayout, M: TableMemory> {
-    pt: &'a PageTable<L, M>,
+    mem: &'a M,
+    _layout: PhantomData<L>,
     /// Per level (index = level - 1): the node being scanned, its base
     /// address, and the next entry to look at.
     stack: [(PhysAddr, u64, usize); LEVELS as usize],
@@ -18,10 +21,21 @@ pub struct Iter<'a, L: EntryLayout, M: TableMemory> {
 }
 
 impl<'a, L: EntryLayout, M: TableMemory> Iter<'a, L, M> {
-    pub(super) fn new(pt: &'a PageTable<L, M>, start: u64, end: u64) -> Self {
+    /// # Safety
+    /// Every node reachable from `root` through `mem` stays allocated for
+    /// `'a` (a `PageTable` borrowed shared frees none; a `View`'s maker
+    /// promises it), and its entries change only by atomic stores.
+    pub(super) unsafe fn new(mem: &'a M, root: PhysAddr, start: u64, end: u64) -> Self {
         let mut stack = [(PhysAddr::zero(), 0, 0); LEVELS as usize];
-        stack[LEVELS as usize - 1] = (pt.root(), 0, index(start, LEVELS));
-        Iter { pt, stack, level: LEVELS, start, end, done: start >= end }
+        stack[LEVELS as usize - 1] = (root, 0, index(start, LEVELS));
+        Iter { mem, _layout: PhantomData, stack, level: LEVELS, start, end, done: start >= end }
+    }
+
+    #[inline]
+    fn node(&self, table: PhysAddr) -> &'a Node {
+        // SAFETY: `table` was reached from the root through present
+        // entries; `new`'s contract keeps it allocated for 'a.
+        unsafe { self.mem.table(table).as_ref() }
     }
 }
 
@@ -52,7 +66,7 @@ impl<L: EntryLayout, M: TableMemory> Iter<'_, L, M> {
             return;
         }
         self.stack[level as usize - 1].2 += 1;
-        if let Some(child) = L::decode_table(self.pt.node(table)[i].load(Ordering::Acquire)) {
+        if let Some(child) = L::decode_table(self.node(table)[i].load(Ordering::Acquire)) {
             let first = if self.start > va { index(self.start, level - 1) } else { 0 };
             self.level -= 1;
             self.stack[level as usize - 2] = (child, va, first);
@@ -72,7 +86,7 @@ impl<L: EntryLayout, M: TableMemory> Iterator for Iter<'_, L, M> {
             }
             // The hot loop: scan the current leaf node in place.
             let (table, base, mut i) = self.stack[0];
-            let node = self.pt.node(table);
+            let node = self.node(table);
             let stop = self.leaf_stop(base);
             while i < stop {
                 let raw = node[i].load(Ordering::Acquire);
@@ -97,7 +111,7 @@ impl<L: EntryLayout, M: TableMemory> Iterator for Iter<'_, L, M> {
                 continue;
             }
             let (table, base, i) = self.stack[0];
-            let node = self.pt.node(table);
+            let node = self.node(table);
             for (j, entry) in node[..self.leaf_stop(base)].iter().enumerate().skip(i) {
                 if let Some(leaf) = L::decode_leaf(entry.load(Ordering::Acquire)) {
                     acc = f(acc, (VirtAddr::new(base + j as u64 * span(1)), leaf));

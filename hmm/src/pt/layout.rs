@@ -63,9 +63,11 @@ const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 impl EntryLayout for SoftLayout {
     const NAME: &'static str = "software";
+    #[inline]
     fn encode_leaf(l: Leaf) -> u64 {
         1 | (l.write as u64) << 1 | (l.dirty as u64) << 2 | (l.exclusive as u64) << 3 | (l.addr.as_u64() & ADDR_MASK)
     }
+    #[inline]
     fn decode_leaf(raw: u64) -> Option<Leaf> {
         (raw & 1 != 0).then(|| Leaf {
             addr: PhysAddr::new(raw & ADDR_MASK),
@@ -74,9 +76,11 @@ impl EntryLayout for SoftLayout {
             exclusive: raw & 8 != 0,
         })
     }
+    #[inline]
     fn encode_table(t: PhysAddr) -> u64 {
         1 | (t.as_u64() & ADDR_MASK)
     }
+    #[inline]
     fn decode_table(raw: u64) -> Option<PhysAddr> {
         (raw & 1 != 0).then(|| PhysAddr::new(raw & ADDR_MASK))
     }

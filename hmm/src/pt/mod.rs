@@ -35,14 +35,20 @@
 //! * Entries are written with atomic stores: a device (the IOMMU) may walk
 //!   the table while the kernel changes it. There is one writer: the caller
 //!   holds the mirror's lock.
+//! * One walker for every 4-level table: a [`View`] reads a table someone
+//!   else owns — the kernel's CPU page tables, with an x86-64 layout — with
+//!   the same [`Iter`] (one descent per leaf node), so a device fault walks
+//!   the CPU's tables and writes the mirror's with the same code.
 
 mod cursor;
 mod iter;
 mod layout;
 mod memory;
+mod view;
 
 pub use cursor::Cursor;
 pub use iter::Iter;
+pub use view::View;
 pub use layout::{EntryLayout, Leaf, SoftLayout, COUNT_MASK, COUNT_SHIFT};
 pub use memory::{HeapMemory, Node, TableMemory};
 
@@ -79,22 +85,51 @@ impl core::fmt::Display for OutOfTableMemory {
     }
 }
 
-/// Table nodes unlinked by an update, to be freed after the flush.
+/// Nodes a [`Retired`] token holds without allocating: a one-page clear
+/// retires at most 3 (leaf node and two parents; the root stays).
+const RETIRED_INLINE: usize = 4;
+
+/// Table nodes unlinked by an update, to be freed after the flush. The
+/// first few sit inline (a small invalidation allocates nothing); more
+/// spill to the heap (a bulk clear, whose work is per node anyway).
 #[must_use = "retired table nodes must be released (after the IOTLB/TLB flush) or they leak"]
-#[derive(Debug, Default)]
-pub struct Retired(Vec<PhysAddr>);
+#[derive(Debug)]
+pub struct Retired {
+    inline: [PhysAddr; RETIRED_INLINE],
+    n: usize,
+    more: Vec<PhysAddr>,
+}
+
+impl Default for Retired {
+    fn default() -> Self {
+        Retired { inline: [PhysAddr::zero(); RETIRED_INLINE], n: 0, more: Vec::new() }
+    }
+}
 
 impl Retired {
     /// How many nodes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.n + self.more.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+    fn push(&mut self, node: PhysAddr) {
+        if self.n < RETIRED_INLINE {
+            self.inline[self.n] = node;
+            self.n += 1;
+        } else {
+            self.more.push(node);
+        }
+    }
+    fn nodes(&self) -> impl Iterator<Item = PhysAddr> + '_ {
+        self.inline[..self.n].iter().chain(self.more.iter()).copied()
     }
     /// Merge another token into this one.
-    pub fn merge(&mut self, mut other: Retired) {
-        self.0.append(&mut other.0);
+    pub fn merge(&mut self, other: Retired) {
+        for node in other.nodes() {
+            self.push(node);
+        }
     }
 }
 
@@ -121,6 +156,11 @@ pub struct PageTable<L: EntryLayout, M: TableMemory> {
     leaves: usize,
     /// Live entries of the root (other nodes' counts live in their parent entry).
     root_live: usize,
+    /// Where the last cursor stopped: its leaf node's base and path (a
+    /// cursor starts there, so consecutive faults in one 2 MiB block skip
+    /// the walk). Valid while no node is unlinked: every update that
+    /// retires nodes forgets it.
+    hint: (u64, [PhysAddr; LEVELS as usize]),
     _layout: PhantomData<L>,
 }
 
@@ -140,6 +180,7 @@ const fn with_count(raw: u64, n: usize) -> u64 {
     (raw & !COUNT_MASK) | (n as u64) << COUNT_SHIFT
 }
 
+#[inline]
 fn check_va(va: u64) {
     assert!(va < VA_END && va.is_multiple_of(PAGE), "address {va:#x} is not a page in the 48-bit user range");
 }
@@ -148,7 +189,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// An empty table (one root node).
     pub fn new(mem: M) -> Result<Self, OutOfTableMemory> {
         let root = mem.alloc_table().ok_or(OutOfTableMemory)?;
-        Ok(PageTable { mem, root, nodes: 1, leaves: 0, root_live: 0, _layout: PhantomData })
+        Ok(PageTable { mem, root, nodes: 1, leaves: 0, root_live: 0, hint: (cursor::NONE, [root; LEVELS as usize]), _layout: PhantomData })
     }
 
     /// The root node's physical address (what a VT-d context entry holds).
@@ -237,12 +278,17 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     pub fn update(&mut self, range: VaRange, mut f: impl FnMut(VirtAddr, Leaf) -> Option<Leaf>) -> Updated {
         let (start, end) = (range.start(), range.end());
         let mut out = Updated::default();
-        if start < end {
+        if start < end && start / span(2) == (end - 1) / span(2) {
+            self.update_in_leaf_node(start, end, &mut f, &mut out);
+        } else if start < end {
             let (root, live) = (self.root, self.root_live);
             self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, false, &mut f, &mut out);
         }
         self.leaves -= out.cleared;
         self.nodes -= out.retired.len();
+        if !out.retired.is_empty() {
+            self.hint.0 = cursor::NONE; // its path may run through an unlinked node
+        }
         out
     }
 
@@ -254,13 +300,102 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     pub fn clear(&mut self, range: VaRange) -> Updated {
         let (start, end) = (range.start(), range.end());
         let mut out = Updated::default();
-        if start < end {
+        if start < end && start / span(2) == (end - 1) / span(2) && end - start < span(2) {
+            self.update_in_leaf_node(start, end, &mut |_, _| None, &mut out);
+        } else if start < end {
             let (root, live) = (self.root, self.root_live);
             self.root_live -= self.update_node(root, LEVELS, 0, start, end, live, true, &mut |_, _| None, &mut out);
         }
         self.leaves -= out.cleared;
         self.nodes -= out.retired.len();
+        if !out.retired.is_empty() {
+            self.hint.0 = cursor::NONE; // its path may run through an unlinked node
+        }
         out
+    }
+
+    /// [`Self::update`] of a range inside one leaf node (the common small
+    /// invalidation), without recursion: down the path (stopping at a
+    /// missing node or a node with no live entries), the leaves of the
+    /// range (stopping after the node's last live one), then the counts
+    /// back up — a node whose count reaches 0 is unlinked and retired, and
+    /// so on upwards. Visits exactly the entries the recursive walk would.
+    fn update_in_leaf_node(&mut self, start: u64, end: u64, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) {
+        // path[l - 1]: the node at level l; live[l - 1]: its live count.
+        let mut path = [self.root; LEVELS as usize];
+        let mut live = [0usize; LEVELS as usize];
+        live[LEVELS as usize - 1] = self.root_live;
+        for level in (2..=LEVELS).rev() {
+            if live[level as usize - 1] == 0 {
+                return;
+            }
+            out.visited += 1;
+            let raw = self.node(path[level as usize - 1])[index(start, level)].load(Ordering::Acquire);
+            let Some(child) = L::decode_table(raw) else { return };
+            path[level as usize - 2] = child;
+            live[level as usize - 2] = count_of(raw);
+        }
+        let cleared = self.update_leaves(path[0], start, end, live[0], f, out);
+        // Up: the node at `level` lost `gone` live entries.
+        let mut gone = cleared;
+        for level in 1..LEVELS {
+            if gone == 0 {
+                return;
+            }
+            let slot = &self.node(path[level as usize])[index(start, level + 1)];
+            let n = live[level as usize - 1] - gone;
+            if n > 0 {
+                slot.store(with_count(slot.load(Ordering::Relaxed), n), Ordering::Release);
+                return;
+            }
+            slot.store(0, Ordering::Release);
+            out.retired.push(path[level as usize - 1]);
+            gone = 1;
+        }
+        self.root_live -= gone;
+    }
+
+    /// The leaf level of an update: `f` on every valid leaf of the node
+    /// `table` (the leaf node of `start`'s 2 MiB block; `end` is in it or
+    /// at its end) inside `start..end`, stopping after its
+    /// `live`-th valid leaf. One tight loop over the node's entries with the
+    /// counts kept local (the per-leaf path of every invalidation). Returns
+    /// how many leaves it cleared.
+    #[inline]
+    fn update_leaves(&self, table: PhysAddr, start: u64, end: u64, live: usize, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
+        let node = self.node(table);
+        let base = start & !(span(2) - 1);
+        let first = index(start, 1);
+        let stop = if end - base >= span(2) { 512 } else { ((end - base) / PAGE) as usize };
+        let (mut seen, mut visited, mut changed, mut cleared) = (0, 0, 0, 0);
+        let mut va = base + first as u64 * PAGE;
+        for entry in &node[first..stop] {
+            if seen == live {
+                break;
+            }
+            visited += 1;
+            if let Some(leaf) = L::decode_leaf(entry.load(Ordering::Acquire)) {
+                seen += 1;
+                // `va` < 2^47 (a `VaRange`): canonical, no check needed.
+                match f(VirtAddr::new_truncate(va), leaf) {
+                    Some(new) if new == leaf => {}
+                    Some(new) => {
+                        entry.store(L::encode_leaf(new), Ordering::Release);
+                        changed += 1;
+                    }
+                    None => {
+                        entry.store(0, Ordering::Release);
+                        changed += 1;
+                        cleared += 1;
+                    }
+                }
+            }
+            va += PAGE;
+        }
+        out.visited += visited;
+        out.changed += changed;
+        out.cleared += cleared;
+        cleared
     }
 
     /// Retire everything below `table` (at `level`, holding `live`
@@ -281,7 +416,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             if let Some(child) = L::decode_table(raw) {
                 seen += 1;
                 self.retire_below(child, level - 1, count_of(raw), out);
-                out.retired.0.push(child);
+                out.retired.push(child);
             }
         }
     }
@@ -292,6 +427,9 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// `whole` (only for [`Self::clear`]): retire fully covered children whole.
     #[allow(clippy::too_many_arguments)]
     fn update_node(&mut self, table: PhysAddr, level: u8, base: u64, start: u64, end: u64, live: usize, whole: bool, f: &mut impl FnMut(VirtAddr, Leaf) -> Option<Leaf>, out: &mut Updated) -> usize {
+        if level == 1 {
+            return self.update_leaves(table, start, end, live, f, out);
+        }
         let s = span(level);
         let first = if start > base { index(start, level) } else { 0 };
         let (mut seen, mut cleared) = (0, 0);
@@ -302,23 +440,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
             }
             out.visited += 1;
             let raw = self.node(table)[i].load(Ordering::Acquire);
-            if level == 1 {
-                let Some(leaf) = L::decode_leaf(raw) else { continue };
-                seen += 1;
-                match f(VirtAddr::new(va), leaf) {
-                    Some(new) if new == leaf => {}
-                    Some(new) => {
-                        self.node(table)[i].store(L::encode_leaf(new), Ordering::Release);
-                        out.changed += 1;
-                    }
-                    None => {
-                        self.node(table)[i].store(0, Ordering::Release);
-                        out.changed += 1;
-                        out.cleared += 1;
-                        cleared += 1;
-                    }
-                }
-            } else if let Some(child) = L::decode_table(raw) {
+            if let Some(child) = L::decode_table(raw) {
                 seen += 1;
                 let n = count_of(raw);
                 let gone = if whole && start <= va && va + s <= end {
@@ -329,7 +451,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
                 };
                 if gone == n {
                     self.node(table)[i].store(0, Ordering::Release);
-                    out.retired.0.push(child);
+                    out.retired.push(child);
                     cleared += 1;
                 } else if gone > 0 {
                     self.node(table)[i].store(with_count(raw, n - gone), Ordering::Release);
@@ -342,7 +464,7 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// Free retired nodes. Call only after every walker that might have
     /// cached them (IOTLB, paging-structure caches) was flushed.
     pub fn release(&mut self, retired: Retired) {
-        for t in retired.0 {
+        for t in retired.nodes() {
             // SAFETY: unlinked by `update` and, per this function's contract,
             // no longer cached by any walker.
             unsafe { self.mem.free_table(t) };
@@ -352,7 +474,9 @@ impl<L: EntryLayout, M: TableMemory> PageTable<L, M> {
     /// Iterate valid leaves in `range`, skipping empty subtrees: the cost is
     /// proportional to the populated nodes visited, not to the range.
     pub fn iter(&self, range: VaRange) -> Iter<'_, L, M> {
-        Iter::new(self, range.start(), range.end())
+        // SAFETY: nodes are freed only through `&mut self`, which the
+        // shared borrow excludes for the iterator's life; entries are atomics.
+        unsafe { Iter::new(&self.mem, self.root, range.start(), range.end()) }
     }
 
     fn free_subtree(&mut self, table: PhysAddr, level: u8) {

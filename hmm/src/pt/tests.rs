@@ -192,8 +192,30 @@ fn cursor_walks_once_per_leaf_node() {
     assert_eq!(c.get(va(3)), Some(Leaf::writable(pa(3))));
     assert_eq!(c.steps(), 5);
     assert_eq!(c.get(va(1 << 27)), None, "absent: nothing created");
+    drop(c);
     assert_eq!(pt.nodes(), 5);
     assert_eq!(pt.leaves(), 513);
+    audit(&pt);
+    // The next cursor starts where the last one stopped (that one stopped
+    // at an absent node: no position kept, so this one walks).
+    let mut c = pt.cursor();
+    c.set(va(5), Leaf::writable(pa(5))).unwrap();
+    assert_eq!(c.steps(), 3);
+    drop(c);
+    let mut c = pt.cursor();
+    c.set(va(7), Leaf::read_only(pa(9))).unwrap();
+    assert_eq!(c.steps(), 0, "same leaf node as the last cursor");
+    drop(c);
+    // An update that unlinks nodes forgets that position (it may run
+    // through a freed node): the next cursor walks, and rebuilds the path.
+    let up = pt.update(r(0, 1024), |_, _| None);
+    assert_eq!(up.retired.len(), 4, "both leaf nodes and their parents below the root");
+    pt.release(up.retired);
+    let mut c = pt.cursor();
+    c.set(va(7), Leaf::read_only(pa(9))).unwrap();
+    assert_eq!(c.steps(), 3, "a fresh walk from the root");
+    drop(c);
+    assert_eq!((pt.leaves(), pt.get(va(7)), pt.nodes()), (1, Some(Leaf::read_only(pa(9))), 4));
     audit(&pt);
 }
 
@@ -279,4 +301,20 @@ proptest! {
             prop_assert_eq!(mem.live(), need);
         }
     }
+}
+
+#[test]
+fn a_view_reads_what_the_table_holds() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    pt.populate(va(510), (0..5).map(|i| Leaf::writable(pa(i)))).unwrap();
+    pt.set(va(1 << 20), Leaf::read_only(pa(7))).unwrap();
+    // SAFETY: `pt` outlives the view and is not changed while it lives.
+    let view = unsafe { View::<SoftLayout, HeapMemory>::new(&mem, pt.root()) };
+    for p in [0, 509, 510, 512, 514, 515, 1 << 20, (1 << 20) + 1] {
+        assert_eq!(view.get(va(p).as_u64()), pt.get(va(p)), "page {p}");
+    }
+    assert!(view.leaf_node(va(511).as_u64()).is_some() && view.leaf_node(va(1 << 19).as_u64()).is_none());
+    let all = r(0, (1 << 20) + 8);
+    assert_eq!(view.iter(all).collect::<Vec<_>>(), pt.iter(all).collect::<Vec<_>>());
 }

@@ -7,7 +7,10 @@ use super::swap::SWAP;
 use super::{leaf_flags, page, AddressSpace, Change, ChangeKind, Inner, Prot};
 use crate::mm::direct;
 use crate::mm::frames::{self, FrameFlags};
+use super::layout::CpuLayout;
 use core::fmt;
+use core::sync::atomic::Ordering;
+use hmm::pt::EntryLayout;
 use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
 
 /// Below this many free frames, a fault reclaims before allocating (the
@@ -112,6 +115,84 @@ impl AddressSpace {
         inner.resolve(self.id, addr, if write { Access::Write } else { Access::Read }, protect)
     }
 
+    /// One HMM fault round's CPU side (`hmm::MirroredSpace::fault_round`):
+    /// under one lock and one VMA lookup, the `want` pages resolved —
+    /// a page already present with the access asked for is taken as it is
+    /// (what [`AddressSpace::fault_in`] would find), anything else goes
+    /// through the full fault path — then the window's neighbours and the
+    /// resident pages of `also`, read by `hmm::pt`'s walker over the CPU
+    /// tables (one descent per leaf table). Pages go to `sink` in batches
+    /// from a stack buffer: nothing is allocated. `sink` runs under the
+    /// address-space lock (it takes mirror locks: the notifier's order).
+    /// Reclaim spares the aligned [`PROTECT_BLOCK`] around `want`, as for
+    /// `fault_in`.
+    pub fn fault_round(&self, round: &hmm::FaultRound, sink: &mut dyn FnMut(&[hmm::RoundPage]) -> bool) -> Result<(), AccessError> {
+        let want = round.want;
+        let block = want.start() & !(PROTECT_BLOCK - 1);
+        let protect = hmm::VaRange::new(block, block.saturating_add(PROTECT_BLOCK)).ok();
+        let (access, need) = if round.write { (Access::Write, Prot::WRITE) } else { (Access::Read, Prot::READ) };
+        let mut inner = self.lock();
+        let mut batch = hmm::RoundBatch::new(sink);
+        let mut window = want;
+        if !want.is_empty() {
+            let vma = inner.vmas.find(want.start());
+            // Pages of the VMA that allows the access may be taken as they
+            // are; the rest go through `resolve` (which looks again).
+            let fast = vma.filter(|v| v.prot.contains(need)).map_or(want.start()..want.start(), |v| v.range.start()..v.range.end());
+            let view = self.view(&mut inner);
+            // The leaf table of the current 2 MiB block: one walk per block.
+            // Entries are loaded when used (never cached across a resolve,
+            // which may change any entry); nodes stay (freed only on drop).
+            let mut node: (u64, Option<&hmm::pt::Node>) = (u64::MAX, None);
+            for va in want.page_addrs() {
+                let block = va & !(hmm::pt::span(2) - 1);
+                if node.0 != block {
+                    node = (block, view.leaf_node(va));
+                }
+                let present = node.1.filter(|_| fast.contains(&va)).and_then(|n| CpuLayout::decode_leaf(n[hmm::pt::index(va, 1)].load(Ordering::Acquire))).filter(|l| l.write || !round.write);
+                let p = match present {
+                    Some(l) => hmm::CpuPage { frame: l.addr, writable: l.write },
+                    None => {
+                        node.0 = u64::MAX; // resolve may have made the leaf table
+                        cpu_page(inner.resolve(self.id, va, access, protect)?)
+                    }
+                };
+                if !batch.push(va, p, true) {
+                    return Ok(());
+                }
+            }
+            if round.window > 1 {
+                window = hmm::cpu::prefault_window(want, round.window, vma.map(|v| v.range));
+            }
+            for r in hmm::cpu::outside(window, want).filter(|_| window != want) {
+                if round.populate {
+                    for va in r.page_addrs() {
+                        let p = match self.view(&mut inner).get(va) {
+                            Some(l) => Some(hmm::CpuPage { frame: l.addr, writable: l.write }),
+                            None => inner.resolve(self.id, va, Access::Read, protect).ok().map(cpu_page),
+                        };
+                        if let Some(p) = p {
+                            if !batch.push(va, p, false) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                } else if !push_resident(&self.view(&mut inner), r, &mut batch) {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(also) = round.also {
+            for r in hmm::cpu::outside(also, window) {
+                if !push_resident(&self.view(&mut inner), r, &mut batch) {
+                    return Ok(());
+                }
+            }
+        }
+        batch.finish();
+        Ok(())
+    }
+
     /// The resident page at `addr`, if any (no fault is taken).
     pub fn walk(&self, addr: u64) -> Option<CpuPte> {
         let mut inner = self.lock();
@@ -125,7 +206,37 @@ impl AddressSpace {
     }
 }
 
+/// A resolved page as HMM names it.
+fn cpu_page(p: CpuPte) -> hmm::CpuPage {
+    hmm::CpuPage { frame: p.frame.start_address(), writable: p.writable }
+}
+
+/// Every resident, user-accessible page of `r` into `batch` (one walk);
+/// false if the batch's sink stopped the round.
+fn push_resident(view: &CpuView<'_>, r: hmm::VaRange, batch: &mut hmm::RoundBatch<'_>) -> bool {
+    view.iter(r).all(|(va, l)| batch.push(va.as_u64(), hmm::CpuPage { frame: l.addr, writable: l.write }, false))
+}
+
+/// The CPU tables as `hmm::pt`'s walker reads them.
+pub(super) type CpuView<'a> = hmm::pt::View<'a, CpuLayout, crate::platform::KernelTableMemory>;
+
+impl AddressSpace {
+    /// A read-only walker over this address space's tables, for as long as
+    /// the address space is borrowed (`inner`: its locked state).
+    fn view(&self, inner: &mut Inner) -> CpuView<'_> {
+        let root = inner.tables().pml4().start_address();
+        // SAFETY: user table nodes are freed only when the tables are
+        // destroyed, in the address space's `Drop` — which the `&self`
+        // borrow this view carries excludes — so every node reachable from
+        // the PML4 stays allocated for `'_`; leaf entries change by single
+        // stores or atomic read-modify-writes (pte.rs), under the lock, and
+        // the MMU sets Accessed/Dirty atomically.
+        unsafe { hmm::pt::View::new(&crate::platform::KernelTableMemory, root) }
+    }
+}
+
 impl Inner {
+
     pub(super) fn walk(&mut self, addr: u64) -> Option<CpuPte> {
         let e = self.tables().entry(addr & !0xfff, false).ok()??;
         match e.get() {

@@ -25,7 +25,9 @@
 //!    └─ retry the rest of the copy
 //! ```
 //!
-//! HMM's device faults enter at [`AddressSpace::fault_in`], the same code.
+//! HMM's device faults enter at [`AddressSpace::fault_round`]: a page
+//! present with the access asked for is taken as it is, anything else goes
+//! through the same code (`Inner::resolve`).
 //!
 //! # Locking
 //! One spin lock per address space around its tables, VMAs and listeners.
@@ -55,10 +57,12 @@ mod deferred;
 mod exclusive;
 mod fault;
 mod fork;
+mod layout;
 pub mod notify;
 mod ops;
 mod source;
 mod pte;
+mod unmap;
 pub mod state;
 pub mod swap;
 mod uaccess;
@@ -425,9 +429,19 @@ impl AddressSpace {
         if !inner.vmas.overlaps(r) {
             return Ok(());
         }
+        // A small unmap frees through the change's fixed buffer (one walk);
+        // a bulk one keeps its work list in the table (dying entries, reaped
+        // by the deferred frees after the flush), and so do swapped entries.
         inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, frees| {
-            inner.kill_entries(r, tlb);
-            frees.dying(r); // released after the flush
+            let reap = if r.pages() <= RELEASE_MAX as u64 {
+                inner.drop_entries(r, tlb, frees)
+            } else {
+                inner.kill_entries(r, tlb);
+                true
+            };
+            if reap {
+                frees.dying(r); // released after the flush
+            }
         });
         // After the invalidation bracket: the VMA bookkeeping may allocate.
         inner.vmas.remove(r);
@@ -488,22 +502,6 @@ impl Inner {
                 _ => {}
             }
         }
-    }
-
-    /// Inside an unmap: every present entry in `r` becomes dying (no
-    /// translation, frame reference kept) by one exchange, so the frames
-    /// outlive the flush and `invalidate_end` without a list; the change's
-    /// [`DeferredFrees`] reaps them after.
-    fn kill_entries(&mut self, r: VaRange, tlb: &mut TlbFlush) {
-        self.tables().for_each(r.start(), r.end(), &mut |va, e| {
-            if let Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } = e.get() {
-                // The frame cannot change under our lock; the exchange takes
-                // the entry from every MMU at one instant.
-                let old = e.exchange(Pte::Dying { frame });
-                debug_assert!(matches!(old, Pte::Present { frame: f, .. } | Pte::Exclusive { frame: f, .. } if f == frame));
-                tlb.add(page(va));
-            }
-        });
     }
 }
 

@@ -4,6 +4,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt;
 use hmm::VaRange;
 
@@ -54,17 +55,30 @@ pub struct Vma {
 #[derive(Default)]
 pub struct Vmas {
     by_start: BTreeMap<u64, Vma>,
+    /// The area `find` found last (Linux's per-mm VMA cache): a device
+    /// fault round, and the CPU faults of one loop, ask for the same area
+    /// again and again. Cleared by every change of the areas; the owner's
+    /// lock serialises all access (a `Cell`: `find` takes `&self`).
+    hint: Cell<Option<Vma>>,
 }
 
 impl Vmas {
     /// The area containing `addr`.
     pub fn find(&self, addr: u64) -> Option<Vma> {
-        self.by_start.range(..=addr).next_back().map(|(_, v)| *v).filter(|v| v.range.contains(addr))
+        if let Some(v) = self.hint.get().filter(|v| v.range.contains(addr)) {
+            return Some(v);
+        }
+        let v = self.by_start.range(..=addr).next_back().map(|(_, v)| *v).filter(|v| v.range.contains(addr));
+        if v.is_some() {
+            self.hint.set(v);
+        }
+        v
     }
 
-    /// Whether any area overlaps `r`.
+    /// Whether any area overlaps `r`: the last area starting below its
+    /// end does, or none does (areas are disjoint and sorted). One search.
     pub fn overlaps(&self, r: VaRange) -> bool {
-        self.overlapping(r).next().is_some()
+        !r.is_empty() && self.by_start.range(..r.end()).next_back().is_some_and(|(_, v)| v.range.end() > r.start())
     }
 
     /// Areas overlapping `r`, in order.
@@ -87,15 +101,26 @@ impl Vmas {
 
     /// Add an area (caller checked it overlaps nothing); merges neighbours.
     pub fn insert(&mut self, vma: Vma) {
+        self.hint.set(None);
         self.by_start.insert(vma.range.start(), vma);
         self.merge_around(vma.range);
     }
 
-    /// Cut `r` out of every area (splitting as needed); returns the pieces removed.
-    pub fn remove(&mut self, r: VaRange) -> Vec<Vma> {
-        let hit: Vec<Vma> = self.overlapping(r).collect();
-        let mut removed = Vec::new();
-        for v in hit {
+    /// Cut `r` out of every area (splitting as needed). Nothing is
+    /// allocated but a split's new area (munmap's path).
+    pub fn remove(&mut self, r: VaRange) {
+        self.cut(r, &mut |_| {});
+    }
+
+    /// [`Vmas::remove`], handing each piece removed to `removed` (last
+    /// first). Each round takes the last area starting below `r`'s end —
+    /// one search — while it overlaps `r`; the pieces left beside `r`
+    /// overlap it no more, so it ends.
+    fn cut(&mut self, r: VaRange, removed: &mut dyn FnMut(Vma)) {
+        self.hint.set(None);
+        loop {
+            let last = self.by_start.range(..r.end()).next_back().map(|(_, v)| *v);
+            let Some(v) = last.filter(|v| v.range.overlaps(&r)) else { break };
             self.by_start.remove(&v.range.start());
             let cut = v.range.intersect(&r).expect("overlapping");
             if v.range.start() < cut.start() {
@@ -106,15 +131,16 @@ impl Vmas {
                 let right = VaRange::new(cut.end(), v.range.end()).expect("sub-range");
                 self.by_start.insert(right.start(), Vma { range: right, prot: v.prot });
             }
-            removed.push(Vma { range: cut, prot: v.prot });
+            removed(Vma { range: cut, prot: v.prot });
         }
-        removed
     }
 
     /// Give `r` protection `prot` (split at its edges, merge afterwards).
     /// Returns the pieces with their old protection.
     pub fn protect(&mut self, r: VaRange, prot: Prot) -> Vec<Vma> {
-        let old = self.remove(r);
+        self.hint.set(None);
+        let mut old = Vec::new();
+        self.cut(r, &mut |v| old.push(v));
         for piece in &old {
             self.by_start.insert(piece.range.start(), Vma { range: piece.range, prot });
         }
@@ -137,6 +163,7 @@ impl Vmas {
     /// Merge adjacent areas with equal protection, from the area before
     /// `r` to the one starting at its end, in one pass.
     fn merge_around(&mut self, r: VaRange) {
+        self.hint.set(None);
         let from = self.by_start.range(..r.start()).next_back().map(|(s, _)| *s).unwrap_or(r.start());
         let starts: Vec<u64> = self.by_start.range(from..=r.end()).map(|(s, _)| *s).collect();
         let mut prev: Option<Vma> = None;

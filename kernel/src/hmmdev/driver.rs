@@ -93,8 +93,11 @@ impl DeviceDriver for EduMirrorDriver {
     /// (CAP.CM = 0).
     fn update(&self, u: &Update) {
         self.updates.fetch_add(1, Ordering::Relaxed);
-        let did = self.domain_of(u.mirror);
         let needs_flush = u.replaced || !matches!(u.event, Event::DeviceRfault | Event::DeviceWfault);
+        if !needs_flush && log::max_level() < log::LevelFilter::Debug {
+            return; // a fault that only added entries: nothing to look up
+        }
+        let did = self.domain_of(u.mirror);
         log::debug!("mirror.update did={} event={} range={:#x}..{:#x} replaced={} flush={}", did.map_or(0, |d| d.0), u.event, u.range.start(), u.range.end(), u.replaced, did.is_some() && needs_flush);
         let Some(did) = did else { return };
         if !needs_flush {

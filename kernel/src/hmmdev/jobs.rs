@@ -41,8 +41,9 @@
 //! (the fault record names this device) becomes an HMM device fault —
 //! resolved with CPU semantics (demand-zero, COW break, swap-in) — and, in
 //! the same round, the rest of the job's range that the CPU already maps is
-//! mirrored too (`Mirror::mirror_present`: the driver knows the job's
-//! extent), so a job over present pages faults once. Then the transfer is
+//! mirrored too (`Mirror::fault_with`: the driver knows the job's extent;
+//! one interval, one address-space lock), so a job over present pages
+//! faults once. Then the transfer is
 //! replayed. A fault HMM cannot resolve
 //! fails the job with the address and the access; the device and the
 //! kernel carry on.
@@ -231,12 +232,9 @@ impl HmmAccel {
             let t0 = cycles::now();
             let write = rec.access == Access::Write;
             log::debug!("fault.begin accel={} va={:#x} access={} reason={:#x}", self.index, rec.addr, if write { "write" } else { "read" }, rec.reason);
-            let resolved = mirror.fault(rec.addr, 1, write).map(|out| {
-                // The same round: the rest of the job's pages the CPU has.
-                let rest = mirror_window(rec.addr, extent);
-                let more = if rest.pages() > 1 { mirror.mirror_present(rest, write).unwrap_or(0) } else { 0 };
-                hmm::FaultOutcome { pages: out.pages + more, ..out }
-            });
+            // The same round: the rest of the job's pages the CPU has.
+            let rest = mirror_window(rec.addr, extent);
+            let resolved = mirror.fault_with(rec.addr, 1, write, (rest.pages() > 1).then_some(rest));
             match resolved {
                 Ok(out) => {
                     self.failed_pages.remove(&rec.addr);

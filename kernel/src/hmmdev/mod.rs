@@ -4,7 +4,7 @@
 //! ```text
 //!  process (aspace) ──notifier──► ProcessHmm (hmm::Mm) ──► Mirror table ──is──► VT-d domain
 //!        ▲                                   │                                     ▲
-//!        │ fault_in (CPU semantics)          │ update(): IOTLB invalidate          │ walks
+//!        │ fault_round (CPU semantics)       │ update(): IOTLB invalidate          │ walks
 //!        └──────────── hmm::Mm::fault ◄── IOMMU fault record ◄── edu DMA ───────────┘
 //! ```
 //!
@@ -16,7 +16,8 @@
 //!
 //! Lock order: accelerator → address space → HMM mirrors → mirror table →
 //! edu device → IOMMU. (A job holds its accelerator; a device fault enters
-//! the address space, whose notifier enters HMM, whose driver update takes
+//! the address space, which hands the round's pages to HMM's commit (mirror
+//! table, driver update) under its lock, and whose notifier enters HMM, whose driver update takes
 //! the IOMMU; a DMA holds its edu device, then reads the IOMMU's fault
 //! records.) The accelerator, address-space, device and IOMMU locks are
 //! [`crate::sync::RankedMutex`]es: a reversed pair panics in debug builds.

@@ -52,6 +52,11 @@ impl MirroredSpace for KernelSpace {
         Ok(CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable })
     }
 
+    fn fault_round(&self, round: &hmm::FaultRound, sink: &mut dyn FnMut(&[hmm::RoundPage]) -> bool) -> Result<(), (u64, CpuFaultError)> {
+        let a = self.aspace.upgrade().ok_or((round.want.start(), CpuFaultError::NoVma))?;
+        a.fault_round(round, sink).map_err(|e| (e.addr & !0xfff, cpu_error(e)))
+    }
+
     fn set_dirty(&self, va: u64) {
         if let Some(a) = self.aspace.upgrade() {
             a.set_dirty(va);

@@ -3,21 +3,28 @@
 //! whether the transfer really happened.
 //!
 //! ```text
-//!  dma(req): [take stale faults, only if a transfer was left undrained] ─► start ─► hlt until MSI (≤ 2 s virtual)
-//!            ─► ack edu irq ─► take faults: one from this device?
-//!                 yes ─► Err(Fault { addr, read/write, reason })
-//!                 no  ─► Ok
+//!  dma(req): [drop this device's stale records, only if its last transfer was abandoned]
+//!            ─► start ─► sleep until MSI (≤ 2 s virtual)
+//!            ─► ack edu irq ─► claim_fault(this device):
+//!                 Fault ─► Err(Fault { addr, read/write, reason })
+//!                 Lost  ─► Err(Fault) (records overflowed: not provably clean)
+//!                 Clean ─► Ok
 //! ```
 //!
 //! edu reports a DMA the IOMMU refused as a normal completion (a refused
 //! read leaves zeros in its buffer), so without the fault check a failed
 //! transfer would look like success with zeros — never acceptable.
 //!
-//! Every transfer drains the fault records after its completion, so records
-//! can be left over only by a transfer that timed out (or from before the
-//! first transfer): only then does the next transfer sweep them first
-//! ([`UNDRAINED`]). A transfer with nothing pending costs one fault-status
-//! read, no record decoding and no allocation.
+//! Transfers on the two accelerators (and the swap disk) overlap: while
+//! one sleeps in its wait, another runs and may fault. The IOMMU driver
+//! parks records by requester ([`devices::vtd::mailbox`]), so each
+//! transfer claims exactly its own — before, a reader dropped the other
+//! device's record with a warning and that device's faulted transfer
+//! looked clean (found by the `smp_stress` kernel). Records of this device
+//! can be left over only by its own transfer that timed out: only then is
+//! the next transfer preceded by a sweep (`undrained`). A transfer with
+//! nothing pending costs one fault-status read, no record decoding and no
+//! allocation.
 
 use super::KernelIommu;
 use crate::irq::{self, Vector};
@@ -25,21 +32,8 @@ use core::fmt;
 use devices::edu::{DmaRequest, DmaRequestError, Edu, EduError};
 use devices::mmio::MmioRegion;
 use devices::pci::{Bdf, Ecam, PciDevice};
-use devices::vtd::FaultRecord;
+use devices::vtd::{FaultClaim, FaultRecord};
 use crate::sync::RankedMutex;
-
-/// Fault records may be pending that no transfer drained (set at boot and
-/// when a transfer times out; any accelerator's next transfer sweeps them).
-static UNDRAINED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
-
-/// Fault records one transfer drained that belong to another accelerator:
-/// the IOMMU has one fault-record register for every device, so a transfer
-/// that drains it may take a record of another device's transfer still in
-/// flight. Dropping it would make that transfer look clean (its refused DMA
-/// is a normal completion). Kept here for the owner, and touched only under
-/// the IOMMU lock: when a transfer looks, its record is either still in the
-/// IOMMU or here.
-static HANDED_OVER: spin::Mutex<[Option<FaultRecord>; 8]> = spin::Mutex::new([None; 8]);
 
 /// Cycles spent in the completion wait of every transfer: under `-icount`
 /// the guest clock jumps over the device's virtual DMA time while the CPU
@@ -91,6 +85,9 @@ pub struct Accelerator {
     edu: Edu<MmioRegion>,
     vector: Vector,
     transfers: u64,
+    /// Its last transfer was abandoned (timed out): records it may still
+    /// cause are dropped before the next one.
+    undrained: bool,
 }
 
 impl Accelerator {
@@ -100,7 +97,7 @@ impl Accelerator {
         let vector = Vector::alloc()?;
         let (addr, data) = irq::msi_message(&vector);
         ecam.enable_msi(dev, addr, data as u16).map_err(|e| super::PlatformError::Pci(alloc::format!("{e}")))?;
-        Ok(Accelerator { index, bdf, edu, vector, transfers: 0 })
+        Ok(Accelerator { index, bdf, edu, vector, transfers: 0, undrained: true })
     }
 
     pub fn index(&self) -> usize {
@@ -125,18 +122,10 @@ impl Accelerator {
     pub fn dma(&mut self, iommu: &RankedMutex<KernelIommu>, req: &DmaRequest) -> Result<(), DmaError> {
         // Faults left from earlier transfers would be misattributed (and,
         // with one record, would hide ours): clear them first.
-        if UNDRAINED.swap(false, core::sync::atomic::Ordering::AcqRel) {
-            for stale in iommu.lock().take_faults().records {
-                log::warn!("unclaimed IOMMU fault before a transfer: {stale}");
-            }
-        }
-        {
-            // No transfer of ours is in flight: anything kept for us is stale.
-            let _iommu = iommu.lock();
-            for slot in HANDED_OVER.lock().iter_mut() {
-                if slot.is_some_and(|r| r.source == self.bdf) {
-                    *slot = None;
-                }
+        if core::mem::take(&mut self.undrained) {
+            let stale = iommu.lock().discard_faults(self.bdf);
+            if stale > 0 {
+                log::warn!("{stale} IOMMU fault record(s) of accel{}'s abandoned transfer dropped", self.index);
             }
         }
         let before = self.vector.count();
@@ -148,36 +137,22 @@ impl Accelerator {
         self.edu.ack_interrupt();
         if waited.is_err() {
             // The device may still fault after we stop waiting.
-            UNDRAINED.store(true, core::sync::atomic::Ordering::Release);
+            self.undrained = true;
             return Err(DmaError::Timeout);
         }
-        let mut io = iommu.lock();
-        let faults = io.take_faults();
-        let mut kept = HANDED_OVER.lock();
-        let mut ours = kept.iter_mut().find(|s| s.is_some_and(|r| r.source == self.bdf)).and_then(Option::take);
-        for rec in faults.records {
-            if rec.source == self.bdf {
-                ours.get_or_insert(rec);
-            } else if let Some(free) = kept.iter_mut().find(|s| s.is_none()) {
-                log::debug!("IOMMU fault of another device during accel{}'s transfer, handed over: {rec}", self.index);
-                *free = Some(rec);
-            } else {
-                log::warn!("IOMMU fault from another source during accel{}'s transfer (nowhere to keep it): {rec}", self.index);
-            }
-        }
-        drop(kept);
-        drop(io);
-        match ours {
-            Some(rec) => Err(DmaError::Fault(rec)),
-            None if faults.overflow => {
+        match iommu.lock().claim_fault(self.bdf) {
+            FaultClaim::Fault(rec) => Err(DmaError::Fault(rec)),
+            FaultClaim::Lost => {
                 // Records were lost: we cannot prove our transfer was clean.
-                log::warn!("IOMMU fault records overflowed during accel{}'s transfer", self.index);
+                // Routine when both accelerators fault at once (this VT-d
+                // has one record): the job resolves and replays, so debug.
+                log::debug!("IOMMU fault records overflowed during accel{}'s transfer", self.index);
                 Err(DmaError::Fault(FaultRecord { addr: req.ram().as_u64() & !0xfff, access: match req.direction() {
                     devices::edu::Direction::ToDevice => devices::vtd::Access::Read,
                     devices::edu::Direction::ToRam => devices::vtd::Access::Write,
                 }, reason: 0, source: self.bdf }))
             }
-            None => Ok(()),
+            FaultClaim::Clean => Ok(()),
         }
     }
 }

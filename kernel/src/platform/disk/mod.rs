@@ -35,7 +35,8 @@ use core::sync::atomic::Ordering;
 use devices::mmio::MmioRegion;
 use devices::pci::{Bdf, Ecam};
 use hal::{DiskDma, DiskHal, DMA};
-use spin::{Mutex, Once};
+use crate::sync::{LockRank, RankedMutex};
+use spin::Once;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, RespStatus, VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
@@ -80,6 +81,9 @@ pub enum DiskError {
     /// The device's DMA faulted in VT-d (QEMU's virtio-blk still completes
     /// such a request with status OK, so the fault record decides).
     DmaFault(devices::vtd::FaultRecord),
+    /// IOMMU fault records were lost during the transfer (they overflowed):
+    /// it cannot be shown to be clean, so it counts as failed.
+    FaultsLost,
 }
 
 impl fmt::Display for DiskError {
@@ -91,9 +95,13 @@ impl fmt::Display for DiskError {
             Self::NoCompletion => f.write_str("the swap disk did not complete the request (device reset)"),
             Self::Status(s) => write!(f, "the swap disk reported error status {s}"),
             Self::DmaFault(r) => write!(f, "the swap disk's DMA faulted: {r}"),
+            Self::FaultsLost => f.write_str("IOMMU fault records were lost during a swap disk transfer"),
         }
     }
 }
+
+/// Tries of a transfer whose fault records were lost before it fails.
+const LOST_FAULT_ATTEMPTS: u32 = 4;
 
 /// Counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -198,11 +206,15 @@ pub struct SwapDisk {
     stats: DiskStats,
 }
 
-static DISK: Once<Result<Mutex<SwapDisk>, String>> = Once::new();
+/// A ranked lock, not a plain spin lock: its holder sleeps in the
+/// transfer's completion wait, and a contender that spun instead of
+/// sleeping would never let it run (a swap-out spinning on a swap-in's
+/// disk hung the `smp_stress` kernel on one CPU).
+static DISK: Once<Result<RankedMutex<SwapDisk>, String>> = Once::new();
 
 /// The swap disk, brought up on first use; `Err` says why there is none.
-pub fn disk() -> Result<&'static Mutex<SwapDisk>, &'static str> {
-    DISK.call_once(|| bring_up().map(Mutex::new)).as_ref().map_err(|e| e.as_str())
+pub fn disk() -> Result<&'static RankedMutex<SwapDisk>, &'static str> {
+    DISK.call_once(|| bring_up().map(|d| RankedMutex::new(LockRank::Device, d))).as_ref().map_err(|e| e.as_str())
 }
 
 fn new_blk(root: &mut PciRoot<EcamAccess>, bdf: Bdf) -> Result<Blk, String> {
@@ -270,7 +282,7 @@ impl SwapDisk {
 
     /// Fill `frame` from disk page `page`.
     pub fn read_page(&mut self, page: u64, frame: PhysFrame) -> Result<(), DiskError> {
-        self.transfer(Dir::Read, &[page])?;
+        self.transfer_retrying(Dir::Read, &[page])?;
         // SAFETY: the caller owns `frame` for this call; the bounce page is ours.
         unsafe { direct::copy_frame(frame, self.bounce[0]) };
         Ok(())
@@ -295,7 +307,7 @@ impl SwapDisk {
                 // SAFETY: the bounce page is the disk's; `frame` is live (the caller holds a reference).
                 unsafe { direct::copy_frame(self.bounce[i], frame) };
             }
-            self.transfer(Dir::Write, &pages[..group.len()])?;
+            self.transfer_retrying(Dir::Write, &pages[..group.len()])?;
         }
         Ok(())
     }
@@ -332,15 +344,31 @@ impl SwapDisk {
 
     /// Move `pages` (at most [`IN_FLIGHT`]) between the disk and bounce
     /// pages `0..pages.len()`, all requests in flight together.
+    /// [`SwapDisk::transfer`], again when the IOMMU lost fault records
+    /// meanwhile (two devices faulting at once overflow this VT-d's single
+    /// record): the transfer is idempotent, and a swap-in must not fail
+    /// for another device's fault.
+    fn transfer_retrying(&mut self, dir: Dir, pages: &[u64]) -> Result<(), DiskError> {
+        let mut attempt = 1;
+        loop {
+            match self.transfer(dir, pages) {
+                Err(DiskError::FaultsLost) if attempt < LOST_FAULT_ATTEMPTS => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
     fn transfer(&mut self, dir: Dir, pages: &[u64]) -> Result<(), DiskError> {
         let n = pages.len();
         assert!((1..=IN_FLIGHT).contains(&n), "1..={IN_FLIGHT} pages per transfer");
         if let Some(&p) = pages.iter().find(|&&p| p >= self.pages) {
             return Err(DiskError::OutOfRange(p));
         }
-        // Faults left from earlier work would be misattributed: clear them.
-        for stale in self.iommu.lock().take_faults().records {
-            log::warn!("unclaimed IOMMU fault before a disk transfer: {stale}");
+        // This disk's records left from an earlier (reset) transfer would be
+        // misattributed: drop them. Other devices' stay parked for them.
+        let stale = self.iommu.lock().discard_faults(self.bdf);
+        if stale > 0 {
+            log::warn!("{stale} IOMMU fault record(s) of an earlier disk transfer dropped");
         }
         let omitted = hal::SKIP_NEXT_SHARE.swap(false, Ordering::SeqCst);
         if omitted {
@@ -414,15 +442,12 @@ impl SwapDisk {
         if omitted {
             hal::remap_permanent(self.bounce[0]);
         }
-        let mut fault = None;
-        for rec in self.iommu.lock().take_faults().records {
-            if rec.source == self.bdf && fault.is_none() {
-                fault = Some(rec);
-            } else {
-                log::warn!("IOMMU fault from another source during a disk transfer: {rec}");
-            }
-        }
-        if let Some(e) = fault.map(DiskError::DmaFault).or(status).or(failure) {
+        let fault = match self.iommu.lock().claim_fault(self.bdf) {
+            devices::vtd::FaultClaim::Fault(rec) => Some(DiskError::DmaFault(rec)),
+            devices::vtd::FaultClaim::Lost => Some(DiskError::FaultsLost),
+            devices::vtd::FaultClaim::Clean => None,
+        };
+        if let Some(e) = fault.or(status).or(failure) {
             self.stats.errors += 1;
             return Err(e);
         }
