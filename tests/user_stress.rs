@@ -28,6 +28,7 @@ fn everything_at_once() {
         a.lock().unbind();
     }
     let before = kernel::mm::frames::stats().free;
+    let heap_before = kernel::mm::heap::mapped();
     let jobs: &[(&str, &str)] = &[
         ("hmm-tests", ""),
         ("hmm-tests", ""),
@@ -60,5 +61,11 @@ fn everything_at_once() {
         a.lock().unbind();
     }
     let after = kernel::mm::frames::stats().free;
-    assert_eq!(after, before, "every frame came back ({} missing)", before as i64 - after as i64);
+    // The kernel heap never shrinks: a growth during the run (its peak
+    // depends on how the processes interleave) keeps its frames, plus at
+    // most one page-table page per 2 MiB mapped. Every other frame is back.
+    let grown = kernel::mm::heap::mapped() - heap_before;
+    let heap_frames = (grown / 4096) as usize;
+    let missing = before.saturating_sub(after);
+    assert!(after <= before && (heap_frames..=heap_frames + grown.div_ceil(2 << 20) as usize).contains(&missing), "every frame came back ({} missing; the heap grew by {heap_frames} pages)", before as i64 - after as i64);
 }
