@@ -5,8 +5,9 @@
 #   scripts/bench-readme.sh GUEST HOST rewrite from saved outputs of
 #                                      `cargo run -- --bench` and `cargo bench -p hmm`
 #
-# The benchmarks print their tables between `<!-- readme-guest:begin/end -->`
-# and `<!-- readme-host:begin/end -->` markers; the README holds the same
+# The benchmarks print their tables between `<!-- readme-guest:begin/end -->`,
+# `<!-- readme-tlb:begin/end -->` (the guest run's shootdown table) and
+# `<!-- readme-host:begin/end -->` markers; the README holds the same
 # markers, and everything between them is replaced (plus the machine and
 # date line between `readme-machine` markers). Nothing is typed by hand, so
 # the tables cannot go stale silently: rerun this after a change.
@@ -36,7 +37,7 @@ replace() { # name content-file
 }
 
 tmp=$(mktemp)
-for name in guest host; do
+for name in guest tlb host; do
     file=$guest
     [[ $name == host ]] && file=$host
     block "$name" "$file" >"$tmp"

@@ -15,6 +15,8 @@
 //! as a Markdown table between `readme-guest` markers, which
 //! `scripts/bench-readme.sh` pastes into the README.
 
+mod tlb;
+
 use crate::aspace::Prot;
 use crate::cycles;
 use crate::hmmdev::accels;
@@ -310,5 +312,6 @@ pub fn run() -> bool {
     }
     target_row("IOTLB commands for one munmap (any size above, and pages [3, 4099))", max_cmds, 2, "commands");
     println!("<!-- readme-guest:end -->");
-    ok && unaligned.is_ok()
+    let tlb = tlb::run();
+    ok && unaligned.is_ok() && tlb
 }

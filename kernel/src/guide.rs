@@ -188,9 +188,13 @@
 //!    **`iotlb did=1 scope=page addr=0x20000000 am=2 pages=4`**, one
 //!    page-selective command with an address mask for an aligned 2^k range
 //!    (`plan` in `devices/src/vtd/flush.rs`).
-//! 3. `Inner::clear_entries` clears the CPU entries and collects the frames
-//!    as `Released`; the CPU TLB is flushed; `invalidate_end`.
-//! 4. Only after the bracket are the frames freed (dropping `Released`): no
+//! 3. `Inner::kill_entries` exchanges each present CPU entry for a dying
+//!    one (the frame reference stays in the table); the TLB of every CPU
+//!    that has the space loaded is flushed — one shootdown round
+//!    (`kernel/src/mm/shootdown.rs`) — giving a `Flushed` proof;
+//!    `invalidate_end`.
+//! 4. Only then are the frames freed (`DeferredFrees::free`, which takes
+//!    the proof; `kernel/src/aspace/deferred.rs`): no CPU TLB and no
 //!    device can reach them any more. `walk2 0 0x20000000` now ends at
 //!    `(not present: a device access faults)` on the device side.
 //!

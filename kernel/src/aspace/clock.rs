@@ -26,7 +26,7 @@
 //! `try_lock`ed (one that is busy — e.g. a fork's parent — is skipped), so
 //! reclaim can never deadlock on an address-space lock.
 
-use super::pte::{self, Pte};
+use super::pte::Pte;
 use super::swap::{SwapError, SWAP};
 use super::{page, uncache, AddressSpace, AspaceId, Change, ChangeKind, Inner};
 use crate::mm::frames::{self, OutOfFrames};
@@ -118,7 +118,9 @@ impl Inner {
             let full = SWAP.is_full();
             let finished = self.tables().for_each_while(start, crate::mm::USER_END, &mut |va, e| {
                 last = va + 4096;
-                if let Pte::Present { frame, flags } = Pte::decode(e) {
+                // Only a hint: the decision to write a page is taken from
+                // the value its exchange returns (see `evict_batch`).
+                if let Pte::Present { frame, flags } = e.get() {
                     if protect.is_some_and(|p| p.contains(va)) {
                         return true;
                     }
@@ -126,7 +128,12 @@ impl Inner {
                         return true;
                     }
                     if flags.contains(F::ACCESSED) {
-                        pte::clear_flags(e, F::ACCESSED);
+                        // Second chance. Clearing Accessed needs no
+                        // shootdown for correctness (a CPU with a cached
+                        // translation just does not set it again — Linux's
+                        // x86 `ptep_clear_flush_young` skips it too); the
+                        // local flush keeps this CPU's own use visible.
+                        e.clear_flags(F::ACCESSED);
                         if active {
                             x86_64::instructions::tlb::flush(page(va).start_address());
                         }
@@ -160,63 +167,87 @@ impl Inner {
     /// Swap out the resident pages at `vas` (ascending, at most [`BATCH`])
     /// under one `SwapOut` change covering them. Returns the pages evicted
     /// and the error that stopped it early, if any.
+    ///
+    /// ```text
+    ///  each page: old = exchange(Present → Dying)     ← no CPU can set D from here
+    ///  ONE shootdown round for the batch                ← nor write the frame
+    ///  old was the zero frame         ─► entry none
+    ///  old clean, swap cache holds it ─► entry swapped (same slot)
+    ///  otherwise ─► written (one batch), entry swapped; not written ─► restored
+    /// ```
     pub(super) fn evict_batch(&mut self, id: AspaceId, vas: &[u64]) -> (usize, Option<SwapError>) {
         let (Some(&first), Some(&last)) = (vas.first(), vas.last()) else { return (0, None) };
         let span = VaRange::new(first, last + 4096).expect("user pages");
         let mut count = 0;
         let mut err = None;
-        self.change(id, Change { range: span, kind: ChangeKind::SwapOut }, |inner, tlb, released| {
-            // Pass 1: swap-cache hits go at once; the rest need writing.
-            // (Entries are read only now: a listener may have just marked
-            // one dirty.)
-            let mut pending = [(0u64, PhysFrame::containing_address(PhysAddr::new(0))); BATCH];
-            let mut np = 0;
+        self.change(id, Change { range: span, kind: ChangeKind::SwapOut }, |inner, tlb, frees| {
+            // Pass 1: take every page away from the MMUs. The exchange
+            // returns the entry as it was at that instant, with any Dirty
+            // bit a CPU set up to then (a listener may also have just marked
+            // it); after the flush nobody can dirty the frame any more.
+            let zero = PhysFrame::containing_address(PhysAddr::new(0));
+            let mut taken = [(0u64, zero, F::empty()); BATCH];
+            let mut nt = 0;
             for &va in vas {
                 let Some(e) = inner.tables().entry(va, false).ok().flatten() else { continue };
-                let Pte::Present { frame, flags } = Pte::decode(e) else { continue };
+                let Pte::Present { frame, .. } = e.get() else { continue };
+                let Pte::Present { flags, .. } = e.exchange(Pte::Dying { frame }) else { unreachable!("present under our lock") };
+                tlb.add(page(va));
+                taken[nt] = (va, frame, flags);
+                nt += 1;
+            }
+            let _flushed = inner.flush(core::mem::take(tlb));
+            // Pass 2: swap-cache hits go at once; the rest need writing.
+            let mut pending = [(0u64, zero, F::empty()); BATCH];
+            let mut np = 0;
+            for &(va, frame, flags) in &taken[..nt] {
+                let e = inner.tables().entry(va, false).ok().flatten().expect("taken above");
                 if frames::is_zero_frame(frame) {
                     // Nothing to save: the entry goes back to "never written".
-                    e.set_unused();
-                    tlb.add(page(va));
-                    // SAFETY: the entry held one reference; released after invalidate_end.
-                    unsafe { released.frame(frame) };
+                    let _ = e.exchange(Pte::None);
+                    // SAFETY: the entry held one reference; released after the flush.
+                    unsafe { frees.frame(frame) };
                     count += 1;
                     continue;
                 }
                 match frames::swap_slot(frame) {
                     // Swap cache: the slot still holds exactly this page.
                     Some(slot) if !flags.contains(F::DIRTY) && SWAP.share(slot).is_ok() => {
-                        pte::set_swapped(e, slot);
-                        tlb.add(page(va));
-                        // SAFETY: the entry held one reference; released after invalidate_end.
-                        unsafe { released.frame(frame) };
+                        let _ = e.exchange(Pte::Swapped { slot });
+                        // SAFETY: the entry held one reference; released after the flush.
+                        unsafe { frees.frame(frame) };
                         inner.stats.swap_cache_hits += 1;
                         inner.stats.swap_outs += 1;
                         count += 1;
                     }
                     _ => {
                         uncache(frame);
-                        pending[np] = (va, frame);
+                        pending[np] = (va, frame, flags);
                         np += 1;
                     }
                 }
             }
-            // Pass 2: one batched write (several disk requests in flight).
-            let mut frames_out = [PhysFrame::containing_address(PhysAddr::new(0)); BATCH];
-            for (i, &(_, f)) in pending[..np].iter().enumerate() {
+            // Pass 3: one batched write (several disk requests in flight),
+            // of frames no CPU can reach any more.
+            let mut frames_out = [zero; BATCH];
+            for (i, &(_, f, _)) in pending[..np].iter().enumerate() {
                 frames_out[i] = f;
             }
             let mut slots = [0u64; BATCH];
             let (written, e) = if np > 0 { SWAP.write_batch(&frames_out[..np], &mut slots) } else { (0, None) };
             err = e;
-            for (&(va, frame), &slot) in pending[..written].iter().zip(&slots[..written]) {
-                let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
-                pte::set_swapped(e, slot);
-                tlb.add(page(va));
-                // SAFETY: the entry held one reference; released after invalidate_end.
-                unsafe { released.frame(frame) };
-                inner.stats.swap_outs += 1;
-                count += 1;
+            for (i, &(va, frame, flags)) in pending[..np].iter().enumerate() {
+                let e = inner.tables().entry(va, false).ok().flatten().expect("taken above");
+                if i < written {
+                    let _ = e.exchange(Pte::Swapped { slot: slots[i] });
+                    // SAFETY: the entry held one reference; released after the flush.
+                    unsafe { frees.frame(frame) };
+                    inner.stats.swap_outs += 1;
+                    count += 1;
+                } else {
+                    // Not written (swap full): the page stays, dirty as it was.
+                    let _ = e.exchange(Pte::Present { frame, flags });
+                }
             }
         });
         (count, err)

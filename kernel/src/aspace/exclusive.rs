@@ -25,7 +25,7 @@
 //! else to keep in sync, nothing to leak.
 
 use super::fault::{Access, AccessError, AccessFailure, CpuPte};
-use super::pte::{self, Pte, MAX_EXCLUSIVE_OWNER};
+use super::pte::{Entry, Pte, MAX_EXCLUSIVE_OWNER};
 use super::{leaf_flags, page, AddressSpace, AspaceId, Change, ChangeKind, Inner};
 use crate::mm::frames;
 use alloc::vec::Vec;
@@ -49,7 +49,7 @@ impl AddressSpace {
         // Reclaim while resolving a later page may have evicted an earlier one.
         let mut found = Vec::new();
         for va in range.page_addrs() {
-            match inner.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
+            match inner.tables().entry(va, false).ok().flatten().map(|e| e.get()) {
                 Some(Pte::Present { frame, flags }) if flags.contains(F::WRITABLE) => found.push((va, frame, flags.contains(F::DIRTY))),
                 Some(Pte::Exclusive { frame, owner: o, dirty }) if o == owner => found.push((va, frame, dirty)),
                 _ => return Err(err(va, AccessFailure::OutOfMemory)),
@@ -58,14 +58,23 @@ impl AddressSpace {
         inner.change(self.id, Change { range, kind: ChangeKind::Exclusive { owner } }, |inner, tlb, _| {
             for &(va, frame, _) in &found {
                 let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
-                // The listeners may just have reported the page dirty.
-                let dirty = match Pte::decode(e) {
+                // One exchange: the Dirty bit it returns includes what the
+                // listeners just reported and any CPU write up to now. (A
+                // CPU with the page cached writable can still write until
+                // the flush: such a write finds D already set, so it is
+                // counted here too.)
+                let old = e.exchange(Pte::Exclusive { frame, owner, dirty: false });
+                let dirty = match old {
                     Pte::Present { flags, .. } => flags.contains(F::DIRTY),
                     Pte::Exclusive { dirty, .. } => dirty,
                     _ => false,
                 };
-                pte::set_exclusive(e, frame, owner, dirty);
-                tlb.add(page(va));
+                if dirty {
+                    let _ = e.exchange(Pte::Exclusive { frame, owner, dirty });
+                }
+                if let Pte::Present { .. } = old {
+                    tlb.add(page(va));
+                }
             }
         });
         Ok(found.into_iter().map(|(_, frame, dirty)| CpuPte { frame, writable: true, dirty, accessed: true }).collect())
@@ -79,7 +88,7 @@ impl AddressSpace {
 
 impl Inner {
     pub(super) fn exclusive_owner(&mut self, va: u64) -> Option<u32> {
-        match Pte::decode(self.tables().entry(va, false).ok()??) {
+        match self.tables().entry(va, false).ok()??.get() {
             Pte::Exclusive { owner, .. } => Some(owner),
             _ => None,
         }
@@ -91,7 +100,7 @@ impl Inner {
     pub(super) fn revoke_exclusive(&mut self, id: AspaceId, range: VaRange) -> usize {
         let mut runs: Vec<(u64, u64)> = Vec::new();
         self.tables().for_each(range.start(), range.end(), &mut |va, e| {
-            if let Pte::Exclusive { .. } = Pte::decode(e) {
+            if let Pte::Exclusive { .. } = e.get() {
                 match runs.last_mut() {
                     Some((_, end)) if *end == va => *end += 4096,
                     _ => runs.push((va, va + 4096)),
@@ -113,7 +122,7 @@ impl Inner {
                 let prot = inner.vmas.find(va).map(|v| v.prot);
                 let e = inner.tables().entry(va, false).ok().flatten().expect("held");
                 // Read the entry now: a device's dirtiness was just reported.
-                if let Pte::Exclusive { frame, dirty, .. } = Pte::decode(e) {
+                if let Pte::Exclusive { frame, dirty, .. } = e.get() {
                     restore(e, frame, prot, dirty);
                 }
             }
@@ -124,11 +133,12 @@ impl Inner {
 
 /// The present entry an exclusive one stood for: the area's protection,
 /// writable if the frame is not shared (it was made private when taken).
-fn restore(e: &mut x86_64::structures::paging::page_table::PageTableEntry, frame: PhysFrame, prot: Option<super::Prot>, dirty: bool) {
+fn restore(e: Entry<'_>, frame: PhysFrame, prot: Option<super::Prot>, dirty: bool) {
     let prot = prot.unwrap_or(super::Prot::READ);
     let mut flags = leaf_flags(prot, frames::refcount(frame) == 1) | F::ACCESSED;
     if dirty {
         flags |= F::DIRTY;
     }
-    pte::set_present(e, frame, flags);
+    // Non-present → present: no MMU writes the old word, nothing cached.
+    let _ = e.exchange(Pte::Present { frame, flags });
 }

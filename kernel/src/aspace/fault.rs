@@ -2,7 +2,7 @@
 //! Both CPU faults (from the user-access routines) and device faults (from
 //! HMM) come here.
 
-use super::pte::{self, Pte};
+use super::pte::Pte;
 use super::swap::SWAP;
 use super::{leaf_flags, page, AddressSpace, Change, ChangeKind, Inner, Prot};
 use crate::mm::direct;
@@ -239,7 +239,7 @@ impl Inner {
 
     pub(super) fn walk(&mut self, addr: u64) -> Option<CpuPte> {
         let e = self.tables().entry(addr & !0xfff, false).ok()??;
-        match Pte::decode(e) {
+        match e.get() {
             // A PROT_NONE page (present, supervisor-only) is not accessible.
             Pte::Present { frame, flags } if flags.contains(F::USER_ACCESSIBLE) => Some(CpuPte::of(frame, flags)),
             _ => None,
@@ -261,13 +261,13 @@ impl Inner {
         let write = access == Access::Write;
         // A device holds the page exclusively: any access revokes that
         // first (every device's entry goes) and restores the entry.
-        if let Some(Pte::Exclusive { .. }) = self.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
+        if let Some(Pte::Exclusive { .. }) = self.tables().entry(va, false).ok().flatten().map(|e| e.get()) {
             self.revoke_exclusive(id, hmm::VaRange::page_of(va).expect("user page"));
         }
         if frames::stats().free < RECLAIM_LOW {
             // Frames run low: reclaim by the clock policy (never this page)
             // before taking one — the rare path, so the extra walk is fine.
-            let needs_frame = match self.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
+            let needs_frame = match self.tables().entry(va, false).ok().flatten().map(|e| e.get()) {
                 None | Some(Pte::None) | Some(Pte::Swapped { .. }) | Some(Pte::Dying { .. }) => true,
                 Some(Pte::Present { flags, .. }) => write && !flags.contains(F::WRITABLE),
                 Some(Pte::Exclusive { .. }) => false,
@@ -285,7 +285,9 @@ impl Inner {
         }
         let has_source = self.source.is_some();
         let e = self.tables().entry(va, true).map_err(|_| err(AccessFailure::OutOfMemory))?.expect("created");
-        match Pte::decode(e) {
+        // Entries become present from non-present ones here by exchange (no
+        // MMU writes a non-present entry; we hold the lock): nothing cached.
+        match e.get() {
             // (An address space with a page source — a program image — takes
             // the path below: its first read must see the image, not zeros.)
             Pte::None if !write && !has_source => {
@@ -293,8 +295,9 @@ impl Inner {
                 // read-only; the first write copies it (it is never the only
                 // reference, so the COW path below always copies).
                 let z = frames::zero_frame().map_err(|_| err(AccessFailure::OutOfMemory))?;
-                pte::set_present(e, z.into_raw(), leaf_flags(vma.prot, false));
-                log::trace!("cpu.pte va={va:#x} pa={:#x} why=zero-page", e.addr().as_u64());
+                let z = z.into_raw();
+                let _ = e.exchange(Pte::Present { frame: z, flags: leaf_flags(vma.prot, false) });
+                log::trace!("cpu.pte va={va:#x} pa={:#x} why=zero-page", z.start_address().as_u64());
                 self.stats.zero_page_maps += 1;
             }
             Pte::None => {
@@ -302,11 +305,13 @@ impl Inner {
                 f.set_flags(FrameFlags::USER);
                 let filled = self.fill_from_source(va, &f); // a program's image (see `source`)
                 let e = self.tables().entry(va, false).ok().flatten().expect("created above");
-                pte::set_present(e, f.into_raw(), leaf_flags(vma.prot, true));
+                let f = f.into_raw();
+                let _ = e.exchange(Pte::Present { frame: f, flags: leaf_flags(vma.prot, true) });
+                let pa = f.start_address().as_u64();
                 if filled {
-                    log::trace!("cpu.pte va={va:#x} pa={:#x} why=image", e.addr().as_u64());
+                    log::trace!("cpu.pte va={va:#x} pa={pa:#x} why=image");
                 } else {
-                    log::trace!("cpu.pte va={va:#x} pa={:#x} why=demand-zero", e.addr().as_u64());
+                    log::trace!("cpu.pte va={va:#x} pa={pa:#x} why=demand-zero");
                     self.stats.demand_zero += 1;
                 }
             }
@@ -322,15 +327,18 @@ impl Inner {
                 let prev = frames::set_swap_slot(f.frame(), Some(slot));
                 debug_assert!(prev.is_none());
                 let e = self.tables().entry(va, false).ok().flatten().expect("still there");
-                pte::set_present(e, f.into_raw(), leaf_flags(vma.prot, true));
-                log::debug!("swap.in va={va:#x} slot={slot} pa={:#x}", e.addr().as_u64());
+                let f = f.into_raw();
+                let _ = e.exchange(Pte::Present { frame: f, flags: leaf_flags(vma.prot, true) });
+                log::debug!("swap.in va={va:#x} slot={slot} pa={:#x}", f.start_address().as_u64());
                 self.stats.swap_ins += 1;
             }
             Pte::Dying { .. } => unreachable!("dying entries exist only inside munmap"),
             Pte::Present { frame, flags } if write && !flags.contains(F::WRITABLE) => {
                 if frames::refcount(frame) == 1 {
                     // Nobody shares it any more: reuse, no copy, nothing to notify.
-                    pte::set_flags(e, F::WRITABLE);
+                    // Adding a permission: a stale read-only translation
+                    // elsewhere only faults once more (then flushes below).
+                    e.set_flags(F::WRITABLE);
                     log::trace!("cpu.pte va={va:#x} pa={:#x} why=cow-reuse", frame.start_address().as_u64());
                     self.stats.cow_reuses += 1;
                     if self.active() {
@@ -340,16 +348,18 @@ impl Inner {
                     let copy = frames::alloc().map_err(|_| err(AccessFailure::OutOfMemory))?;
                     copy.set_flags(FrameFlags::USER);
                     let range = hmm::VaRange::page_of(va).expect("user page");
-                    self.change(id, Change { range, kind: ChangeKind::CowBreak }, |inner, tlb, released| {
+                    self.change(id, Change { range, kind: ChangeKind::CowBreak }, |inner, tlb, frees| {
                         // Copy inside the change: no device can write the
-                        // shared frame any more.
+                        // shared frame any more, and no CPU can (it is
+                        // read-only in every entry that maps it).
                         // SAFETY: `copy` is new and ours; `frame` is allocated (we hold a reference).
                         unsafe { direct::copy_frame(copy.frame(), frame) };
                         let e = inner.tables().entry(va, false).ok().flatten().expect("still mapped");
-                        pte::set_present(e, copy.into_raw(), (flags & !(F::ACCESSED | F::DIRTY)) | F::WRITABLE);
+                        let old = e.exchange(Pte::Present { frame: copy.into_raw(), flags: (flags & !(F::ACCESSED | F::DIRTY)) | F::WRITABLE });
+                        debug_assert!(matches!(old, Pte::Present { frame: f, .. } if f == frame));
                         tlb.add(page(va));
                         // SAFETY: the entry held one reference to the old frame.
-                        unsafe { released.frame(frame) };
+                        unsafe { frees.frame(frame) };
                     });
                     log::debug!("cow.break va={va:#x} old={:#x}", frame.start_address().as_u64());
                     self.stats.cow_copies += 1;

@@ -7,7 +7,7 @@
 //! first write on either side copies (or, if the count fell back to 1,
 //! just re-enables write). Swapped pages share their slot.
 
-use super::pte::{self, Pte};
+use super::pte::Pte;
 use super::swap::SWAP;
 use super::{page, uncache, AddressSpace, Change, ChangeKind, ForkError, Prot};
 use crate::mm::frames::Frame;
@@ -53,11 +53,11 @@ impl AddressSpace {
                             return false;
                         }
                     };
-                    match Pte::decode(e) {
+                    match e.get() {
                         Pte::Present { frame, .. } => {
                             // Write-protect atomically; decide with the flags
                             // as they were at that instant (Dirty included).
-                            let flags = pte::clear_flags(e, F::WRITABLE);
+                            let flags = e.clear_flags(F::WRITABLE);
                             if flags.contains(F::WRITABLE) {
                                 tlb.add(page(va));
                             }
@@ -68,14 +68,16 @@ impl AddressSpace {
                             }
                             // SAFETY: the entry holds a reference, so the frame is live.
                             let shared = unsafe { Frame::share_raw(frame) };
-                            pte::set_present(target, shared.into_raw(), flags & !(F::WRITABLE | F::DIRTY | F::ACCESSED));
+                            // The child is not loaded anywhere: its entries are
+                            // new (none → present), nothing cached to flush.
+                            let _ = target.exchange(Pte::Present { frame: shared.into_raw(), flags: flags & !(F::WRITABLE | F::DIRTY | F::ACCESSED) });
                         }
                         Pte::Swapped { slot } => {
                             if SWAP.share(slot).is_err() {
                                 failed = true;
                                 return false;
                             }
-                            pte::set_swapped(target, slot);
+                            let _ = target.exchange(Pte::Swapped { slot });
                         }
                         Pte::Dying { .. } => unreachable!("dying entries exist only inside munmap"),
                         // Exclusive entries were revoked above, under this lock.
@@ -93,8 +95,10 @@ impl AddressSpace {
                 parent.change(self.id, Change { range: v.range, kind: ChangeKind::CowWriteProtect }, |inner, tlb, _| body(inner, tlb))?;
             } else {
                 let mut tlb = crate::mm::tlb::TlbFlush::new();
-                body(&mut parent, &mut tlb)?;
-                tlb.discard_inactive(); // read-only areas: no entry changed
+                let r = body(&mut parent, &mut tlb);
+                debug_assert!(tlb.is_empty(), "read-only areas: no entry lost write access");
+                let _ = parent.flush(tlb); // empty: no shootdown
+                r?;
             }
         }
         Ok(child)

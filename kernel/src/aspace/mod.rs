@@ -43,11 +43,17 @@
 //! changes release through fixed buffers or the page table itself.
 //!
 //! # TLB
-//! A change produces a [`TlbFlush`] token. It is carried out if this
-//! address space is loaded in CR3; if not, nothing is cached for it (CR3 is
-//! reloaded, which drops non-global entries, before it is used again).
+//! A change produces a [`TlbFlush`] token, carried out on every CPU that
+//! may cache this address space (see `mm::shootdown`) before the change's
+//! `invalidate_end`; what the change took out of the entries waits in a
+//! [`DeferredFrees`] that only that flush's proof releases (see
+//! [`deferred`] for the event → action table, IOTLB included). Entries
+//! are only changed atomically (see [`pte`]): a present entry is taken
+//! away by one exchange whose returned value — not an earlier read —
+//! decides what happens to the page.
 
 mod clock;
+mod deferred;
 mod exclusive;
 mod fault;
 mod fork;
@@ -60,6 +66,7 @@ mod unmap;
 pub mod state;
 pub mod swap;
 mod uaccess;
+pub use uaccess::Loaded;
 pub mod vma;
 
 pub use fault::{Access, AccessError, AccessFailure, CpuPte, RECLAIM_LOW, USER_FLOOR};
@@ -69,11 +76,11 @@ pub use source::PageSource;
 pub use vma::{Prot, Vma};
 
 use crate::mm::frames::{Frame, OutOfFrames};
-use crate::mm::tlb::TlbFlush;
+use crate::mm::tlb::{Flushed, TlbFlush};
+pub(crate) use deferred::DeferredFrees;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU32, Ordering};
 use hmm::{BadRange, VaRange, PAGE};
 use notify::Listeners;
@@ -111,43 +118,6 @@ pub struct AspaceStats {
 /// Most pages one change releases through its buffer (a reclaim batch;
 /// single-page changes use one or two entries).
 pub const RELEASE_MAX: usize = 64;
-
-/// What a change's entries held, released after its `invalidate_end`: a
-/// fixed buffer, so no change allocates. Bulk changes that could exceed it
-/// (munmap) keep their work list in the page table instead (dying entries).
-pub(crate) struct Released {
-    /// `frames[..nframes]` are written (the rest is never read: no
-    /// kilobyte of `None`s to write for every one-page change).
-    frames: [MaybeUninit<PhysFrame>; RELEASE_MAX],
-    nframes: usize,
-}
-
-impl Released {
-    fn new() -> Self {
-        Released { frames: [const { MaybeUninit::uninit() }; RELEASE_MAX], nframes: 0 }
-    }
-
-    /// Take over the frame reference a user entry held.
-    ///
-    /// # Safety
-    /// `frame` must carry a reference (an entry's) that nobody else releases.
-    pub(crate) unsafe fn frame(&mut self, frame: PhysFrame) {
-        assert!(self.nframes < RELEASE_MAX, "a change released more than {RELEASE_MAX} frames through its buffer");
-        self.frames[self.nframes].write(frame);
-        self.nframes += 1;
-    }
-}
-
-impl Drop for Released {
-    fn drop(&mut self) {
-        for f in &self.frames[..self.nframes] {
-            // SAFETY: `Released::frame` wrote `frames[..nframes]` (a
-            // `PhysFrame` is `Copy`: reading it twice is no double use),
-            // and its contract says we own each reference, released once here.
-            release_user_frame(unsafe { Frame::from_raw(f.assume_init()) });
-        }
-    }
-}
 
 /// Drop a user page's frame reference; with the last one, the frame's
 /// swap-cache slot (if any) goes too.
@@ -294,9 +264,10 @@ impl Inner {
     }
 
     /// The notification bracket around a change of `range`: start, the
-    /// change (which returns a TLB token and what it released), TLB flush,
-    /// end, then release.
-    fn change<R>(&mut self, id: AspaceId, change: Change, f: impl FnOnce(&mut Inner, &mut TlbFlush, &mut Released) -> R) -> R {
+    /// change (which records pages to flush and what it took out of the
+    /// entries), TLB flush on every CPU caching this space, end, then the
+    /// deferred frees.
+    fn change<R>(&mut self, id: AspaceId, change: Change, f: impl FnOnce(&mut Inner, &mut TlbFlush, &mut DeferredFrees) -> R) -> R {
         // Listeners are moved out for the call (no allocation) so their
         // dirty reports can mark this address space's entries at once.
         let listeners = core::mem::take(&mut self.listeners);
@@ -304,16 +275,17 @@ impl Inner {
         self.listeners = listeners;
         self.stats.notifications += 1;
         let mut tlb = TlbFlush::new();
-        let mut released = Released::new();
-        let r = f(self, &mut tlb, &mut released);
-        if self.active() {
-            let _ = tlb.flush();
-        } else {
-            tlb.discard_inactive();
-        }
+        let mut frees = DeferredFrees::new();
+        let r = f(self, &mut tlb, &mut frees);
+        let flushed = self.flush(tlb);
         self.listeners.end(id, &change);
-        drop(released);
+        frees.free(flushed, self.tables.as_mut().expect("address space is live"));
         r
+    }
+
+    /// Flush `tlb` from every CPU that may cache this address space.
+    fn flush(&mut self, tlb: TlbFlush) -> Flushed {
+        tlb.flush(self.tables().pml4())
     }
 }
 
@@ -364,6 +336,12 @@ impl AddressSpace {
 
     pub fn stats(&self) -> AspaceStats {
         self.lock().stats
+    }
+
+    /// The CPUs that may cache this address space's translations now
+    /// (those with it loaded; see `mm::shootdown`).
+    pub fn cpus_loaded(&self) -> crate::cpus::CpuSet {
+        crate::mm::shootdown::cpus_caching(self.pml4())
     }
 
     /// Page-table frames in use (PML4 included).
@@ -452,18 +430,19 @@ impl AddressSpace {
             return Ok(());
         }
         // A small unmap frees through the change's fixed buffer (one walk);
-        // a bulk one keeps its work list in the table (dying entries, reaped).
-        let reap = inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, released| {
-            if r.pages() <= RELEASE_MAX as u64 {
-                inner.drop_entries(r, tlb, released)
+        // a bulk one keeps its work list in the table (dying entries, reaped
+        // by the deferred frees after the flush), and so do swapped entries.
+        inner.change(self.id, Change { range: r, kind: ChangeKind::Unmap }, |inner, tlb, frees| {
+            let reap = if r.pages() <= RELEASE_MAX as u64 {
+                inner.drop_entries(r, tlb, frees)
             } else {
                 inner.kill_entries(r, tlb);
                 true
+            };
+            if reap {
+                frees.dying(r); // released after the flush
             }
         });
-        if reap {
-            inner.reap(r);
-        }
         // After the invalidation bracket: the VMA bookkeeping may allocate.
         inner.vmas.remove(r);
         Ok(())
@@ -489,12 +468,12 @@ impl AddressSpace {
         inner.change(self.id, Change { range: r, kind }, |inner, tlb, _| {
             inner.vmas.protect(r, prot);
             inner.tables().for_each(r.start(), r.end(), &mut |va, e| {
-                if let Pte::Present { .. } = Pte::decode(e) {
+                if let Pte::Present { .. } = e.get() {
                     let new_flags = |flags: F| {
                         let keep_w = flags.contains(F::WRITABLE) && prot.contains(Prot::WRITE);
                         (flags & (F::ACCESSED | F::DIRTY)) | leaf_flags(prot, keep_w)
                     };
-                    let old = pte::update_flags(e, new_flags);
+                    let old = e.update_flags(new_flags);
                     if new_flags(old) != old {
                         tlb.add(page(va));
                     }
@@ -510,13 +489,14 @@ impl Inner {
     /// holds exclusively); its swap-cache copy is stale from now on.
     pub(crate) fn mark_dirty(&mut self, va: u64) {
         if let Ok(Some(e)) = self.tables().entry(va & !0xfff, false) {
-            match Pte::decode(e) {
+            match e.get() {
                 Pte::Present { frame, .. } => {
-                    pte::set_flags(e, F::DIRTY);
+                    e.set_flags(F::DIRTY);
                     uncache(frame);
                 }
                 Pte::Exclusive { frame, owner, .. } => {
-                    pte::set_exclusive(e, frame, owner, true);
+                    // Not present: no MMU writes it; we hold the lock.
+                    let _ = e.exchange(Pte::Exclusive { frame, owner, dirty: true });
                     uncache(frame);
                 }
                 _ => {}
@@ -536,10 +516,12 @@ impl Drop for AddressSpace {
         let change = Change { range: all, kind: ChangeKind::Exit };
         inner.listeners.start(id, &change, &mut |_| {}); // dirty reports are moot: everything goes
         let tables = inner.tables.take().expect("live");
-        let active = Cr3::read().0 == tables.pml4();
-        assert!(!active, "an address space is dropped while loaded in CR3");
+        // Without PCID a CPU that loaded another root caches nothing of this
+        // one: so none may have it loaded now (then no flush is needed).
+        let loaded = crate::mm::shootdown::cpus_caching(tables.pml4());
+        assert!(loaded.is_empty(), "an address space is dropped while loaded in CR3 on {loaded:?}");
         inner.listeners.end(id, &change);
-        tables.destroy(&mut |_, e| match Pte::decode(e) {
+        tables.destroy(&mut |_, e| match e.get() {
             // SAFETY: a present, exclusive or dying user entry holds one frame reference.
             Pte::Present { frame, .. } | Pte::Exclusive { frame, .. } | Pte::Dying { frame } => release_user_frame(unsafe { Frame::from_raw(frame) }),
             Pte::Swapped { slot } => swap::SWAP.release(slot),

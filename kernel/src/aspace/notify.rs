@@ -6,7 +6,7 @@
 //! ```text
 //!  lock address space
 //!    invalidate_start(range, kind)   ← before any PTE of the range changes
-//!    change PTEs; flush the CPU TLB
+//!    change PTEs; flush the TLB of every CPU that may cache them (one shootdown round)
 //!    invalidate_end(range, kind)     ← translations are final
 //!    release old frames / swap slots ← only now may they be reused
 //!  unlock

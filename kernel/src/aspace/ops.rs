@@ -2,7 +2,7 @@
 //! the global clock is in [`super::clock`]), migration.
 
 use super::clock::BATCH;
-use super::pte::{self, Pte};
+use super::pte::Pte;
 use super::swap::SwapError;
 use super::{page, uncache, AddressSpace, Change, ChangeKind};
 use crate::mm::direct;
@@ -46,14 +46,14 @@ impl AddressSpace {
         // The result is sized before the change: nothing allocates inside
         // the invalidation bracket (no page appears meanwhile: we hold the lock).
         let mut resident = 0;
-        inner.tables().for_each(range.start(), range.end(), &mut |_, e| resident += matches!(Pte::decode(e), Pte::Present { .. }) as usize);
+        inner.tables().for_each(range.start(), range.end(), &mut |_, e| resident += matches!(e.get(), Pte::Present { .. }) as usize);
         let mut out = Vec::with_capacity(resident);
         inner.change(self.id, Change { range, kind: ChangeKind::DirtyClear }, |inner, tlb, _| {
             inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
-                if let Pte::Present { frame, .. } = Pte::decode(e) {
+                if let Pte::Present { frame, .. } = e.get() {
                     // Read and clear in one atomic step: a bit the MMU sets
                     // meanwhile is either reported now or kept for next time.
-                    let flags = pte::clear_flags(e, F::ACCESSED | F::DIRTY);
+                    let flags = e.clear_flags(F::ACCESSED | F::DIRTY);
                     out.push(PageBits { addr: va, accessed: flags.contains(F::ACCESSED), dirty: flags.contains(F::DIRTY) });
                     if flags.intersects(F::ACCESSED | F::DIRTY) {
                         tlb.add(page(va));
@@ -87,7 +87,7 @@ impl AddressSpace {
             let mut n = 0;
             let mut next = range.end();
             inner.tables().for_each_while(from, range.end(), &mut |va, e| {
-                if let Pte::Present { .. } = Pte::decode(e) {
+                if let Pte::Present { .. } = e.get() {
                     if n == BATCH {
                         next = va;
                         return false;
@@ -125,7 +125,7 @@ impl AddressSpace {
         if let Ok(r) = VaRange::page_of(va) {
             inner.revoke_exclusive(self.id, r); // a device's exclusive access ends first
         }
-        let old = match inner.tables().entry(va, false).ok().flatten().map(|e| Pte::decode(e)) {
+        let old = match inner.tables().entry(va, false).ok().flatten().map(|e| e.get()) {
             Some(Pte::Present { frame, .. }) => frame,
             _ => return Err(MigrateError::NotResident(addr)),
         };
@@ -133,18 +133,24 @@ impl AddressSpace {
         new.set_flags(FrameFlags::USER);
         let new_frame = new.frame();
         let range = VaRange::page_of(va).expect("user page");
-        inner.change(self.id, Change { range, kind: ChangeKind::Migrate }, |inner, tlb, released| {
-            // Only now — no device can write the old frame any more, and a
-            // listener may have just marked the page dirty — read the entry
-            // and copy.
+        inner.change(self.id, Change { range, kind: ChangeKind::Migrate }, |inner, tlb, frees| {
+            // No device can write the old frame any more (listeners ran).
+            // Take the page from every CPU (exchange, then flush) before
+            // copying: a CPU writing through its TLB meanwhile would
+            // otherwise write the old frame after the copy — a lost write.
             let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
-            let Pte::Present { flags, .. } = Pte::decode(e) else { unreachable!("resident") };
-            // SAFETY: `new` is ours; `old` is live (the entry holds a reference).
-            unsafe { direct::copy_frame(new.frame(), old) };
-            pte::set_present(e, new.into_raw(), flags);
+            let Pte::Present { flags, .. } = e.exchange(Pte::Dying { frame: old }) else { unreachable!("resident") };
             tlb.add(page(va));
+            let _flushed = inner.flush(core::mem::take(tlb));
+            // SAFETY: `new` is ours; `old` is live (the dying entry holds a
+            // reference) and nobody can write it now.
+            unsafe { direct::copy_frame(new.frame(), old) };
+            let e = inner.tables().entry(va, false).ok().flatten().expect("resident");
+            // Non-present → present: nothing cached to flush. The flags
+            // (Dirty included) are those the exchange returned.
+            let _ = e.exchange(Pte::Present { frame: new.into_raw(), flags });
             // SAFETY: the entry held one reference to the old frame.
-            unsafe { released.frame(old) };
+            unsafe { frees.frame(old) };
         });
         inner.stats.migrations += 1;
         Ok((old, new_frame))

@@ -1,6 +1,6 @@
 //! The user half of a process page table: a 4-level walk over the x86-64
 //! entries, through the direct map. This module is where process page
-//! tables are written.
+//! tables are written — and the only place their words are touched.
 //!
 //! A leaf entry is one of four things:
 //!
@@ -18,12 +18,25 @@
 //! A dying entry exists only inside one locked munmap: it lets a bulk
 //! unmap keep its work list in the page table itself (no allocation) until
 //! `invalidate_end`, when the frames may be freed.
+//!
+//! # Access: atomic words, never references
+//! Any CPU's MMU may set Accessed and Dirty in a present entry at any time
+//! (a locked read-modify-write of the word), and other CPUs' page walks read
+//! the tables while we write them. So no `&mut PageTableEntry` (or any Rust
+//! reference to the plain word) is ever made for a user table: every word is
+//! reached as an [`Entry`], a `&AtomicU64`, and changed only by atomic
+//! operations. Taking a present entry away is one exchange that returns the
+//! old value with every A/D bit any MMU set up to that instant (Linux's
+//! `ptep_get_and_clear`): the caller decides from *that* value (is the page
+//! dirty?), after flushing the TLBs — never from an earlier read.
+//!
+//! Writers are serialized by the address-space lock; the MMUs are the only
+//! other writers, and only of present leaves.
 
 use crate::mm::direct;
-use core::sync::atomic::{AtomicU64, Ordering};
 use crate::mm::frames::{self, Frame, FrameFlags, OutOfFrames};
-use x86_64::structures::paging::page_table::PageTableEntry;
-use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
 use x86_64::PhysAddr;
 
 /// The software bit that marks a swap entry.
@@ -36,6 +49,10 @@ pub const MAX_EXCLUSIVE_OWNER: u32 = (1 << 16) - 1;
 const DYING: F = F::BIT_11;
 /// Flags of intermediate (non-leaf) user entries.
 const TABLE_FLAGS: F = F::PRESENT.union(F::WRITABLE).union(F::USER_ACCESSIBLE);
+/// The frame-address bits of an entry.
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+/// Swap slots an entry can name (40 address bits).
+pub const MAX_SWAP_SLOT: u64 = (1 << 40) - 1;
 
 /// A decoded leaf entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,94 +66,119 @@ pub enum Pte {
     Dying { frame: PhysFrame },
 }
 
+fn frame_of(raw: u64) -> PhysFrame {
+    PhysFrame::containing_address(PhysAddr::new(raw & ADDR))
+}
+
 impl Pte {
-    pub fn decode(e: &PageTableEntry) -> Pte {
-        let flags = e.flags();
+    /// The entry a raw word stands for.
+    pub fn decode(raw: u64) -> Pte {
+        let flags = F::from_bits_retain(raw & !ADDR);
         if flags.contains(F::PRESENT) {
-            Pte::Present { frame: PhysFrame::containing_address(e.addr()), flags }
+            Pte::Present { frame: frame_of(raw), flags }
         } else if flags.contains(SWAP) {
-            Pte::Swapped { slot: e.addr().as_u64() >> 12 }
+            Pte::Swapped { slot: (raw & ADDR) >> 12 }
         } else if flags.contains(EXCLUSIVE) {
             let bits = flags.bits();
             let owner = ((bits >> 52) & 0x7ff) as u32 | (((bits >> 1) & 0x1f) as u32) << 11;
-            Pte::Exclusive { frame: PhysFrame::containing_address(e.addr()), owner, dirty: flags.contains(F::DIRTY) }
+            Pte::Exclusive { frame: frame_of(raw), owner, dirty: flags.contains(F::DIRTY) }
         } else if flags.contains(DYING) {
-            Pte::Dying { frame: PhysFrame::containing_address(e.addr()) }
+            Pte::Dying { frame: frame_of(raw) }
         } else {
             Pte::None
         }
     }
-}
 
-/// Write a present entry.
-///
-/// User access comes from `flags` (see `leaf_flags`): a page of a
-/// PROT_NONE area is present but supervisor-only, so every user-mode
-/// access faults while its frame (and data) stay.
-pub fn set_present(e: &mut PageTableEntry, frame: PhysFrame, flags: F) {
-    e.set_addr(frame.start_address(), flags | F::PRESENT);
-}
-
-/// Write a device-exclusive entry (non-present). `owner` must be at most
-/// [`MAX_EXCLUSIVE_OWNER`].
-pub fn set_exclusive(e: &mut PageTableEntry, frame: PhysFrame, owner: u32, dirty: bool) {
-    assert!(owner <= MAX_EXCLUSIVE_OWNER, "exclusive owner id out of range");
-    let o = owner as u64;
-    let mut flags = F::from_bits_retain(((o & 0x7ff) << 52) | ((o >> 11) << 1)) | EXCLUSIVE;
-    if dirty {
-        flags |= F::DIRTY;
-    }
-    e.set_addr(frame.start_address(), flags);
-}
-
-/// The entry as the atomic word it is: the MMU sets Accessed and Dirty in
-/// a present entry on its own (a locked read-modify-write of the same
-/// word), so every change of a live leaf's flags goes through here — an
-/// atomic AND, OR or compare-exchange, never a read and a later write that
-/// could drop a bit the MMU set in between (Linux's
-/// `ptep_test_and_clear_young` / `ptep_set_wrprotect`).
-fn word(e: &mut PageTableEntry) -> &AtomicU64 {
-    // SAFETY: `PageTableEntry` is `#[repr(transparent)]` over a `u64`, and
-    // entries sit at 8-byte-aligned offsets of a page-table frame, which
-    // is `AtomicU64`'s size and alignment. The `&mut` means no other Rust
-    // reference to the word exists; the only other writer is the MMU,
-    // whose updates are atomic on every CPU.
-    unsafe { &*(e as *mut PageTableEntry as *const AtomicU64) }
-}
-
-/// Clear `flags` in a leaf atomically; returns the flags before.
-pub fn clear_flags(e: &mut PageTableEntry, flags: F) -> F {
-    F::from_bits_retain(word(e).fetch_and(!flags.bits(), Ordering::AcqRel))
-}
-
-/// Set `flags` in a leaf atomically; returns the flags before.
-pub fn set_flags(e: &mut PageTableEntry, flags: F) -> F {
-    F::from_bits_retain(word(e).fetch_or(flags.bits(), Ordering::AcqRel))
-}
-
-/// Replace a present leaf's flags by `f(old flags)` atomically (the frame
-/// stays); returns the flags before.
-pub fn update_flags(e: &mut PageTableEntry, f: impl Fn(F) -> F) -> F {
-    let w = word(e);
-    let mut old = w.load(Ordering::Acquire);
-    loop {
-        let addr = old & 0x000f_ffff_ffff_f000;
-        let new = addr | (f(F::from_bits_retain(old)) | F::PRESENT).bits() & !0x000f_ffff_ffff_f000;
-        match w.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return F::from_bits_retain(old),
-            Err(now) => old = now,
+    /// The raw word. A present entry's user access comes from its flags
+    /// (see `leaf_flags`): a page of a PROT_NONE area is present but
+    /// supervisor-only, so every user-mode access faults while its frame
+    /// (and data) stay. Panics on an exclusive owner above
+    /// [`MAX_EXCLUSIVE_OWNER`] or a slot above [`MAX_SWAP_SLOT`] (callers
+    /// check both).
+    pub fn encode(self) -> u64 {
+        let addr = |f: PhysFrame| f.start_address().as_u64();
+        match self {
+            Pte::None => 0,
+            Pte::Present { frame, flags } => addr(frame) | ((flags | F::PRESENT).bits() & !ADDR),
+            Pte::Swapped { slot } => {
+                assert!(slot <= MAX_SWAP_SLOT, "swap slot out of range");
+                (slot << 12) | SWAP.bits()
+            }
+            Pte::Exclusive { frame, owner, dirty } => {
+                assert!(owner <= MAX_EXCLUSIVE_OWNER, "exclusive owner id out of range");
+                let o = owner as u64;
+                let mut flags = F::from_bits_retain(((o & 0x7ff) << 52) | ((o >> 11) << 1)) | EXCLUSIVE;
+                if dirty {
+                    flags |= F::DIRTY;
+                }
+                addr(frame) | flags.bits()
+            }
+            Pte::Dying { frame } => addr(frame) | DYING.bits(),
         }
     }
 }
 
-/// Write a swap entry.
-pub fn set_swapped(e: &mut PageTableEntry, slot: u64) {
-    e.set_addr(PhysAddr::new(slot << 12), SWAP);
-}
+/// One leaf entry of a live user table, as the atomic word it is (see the
+/// module docs). Borrowed from the [`UserTables`] that owns the table.
+#[derive(Clone, Copy)]
+pub struct Entry<'a>(&'a AtomicU64);
 
-/// Turn a present entry into a dying one (same frame reference).
-pub fn set_dying(e: &mut PageTableEntry, frame: PhysFrame) {
-    e.set_addr(frame.start_address(), DYING);
+impl Entry<'_> {
+    /// The entry now (an MMU may set A/D right after: decide nothing that
+    /// depends on them from this read — exchange instead).
+    pub fn get(self) -> Pte {
+        Pte::decode(self.raw())
+    }
+
+    /// The raw word now.
+    pub fn raw(self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Replace the entry by `new` in one atomic exchange; returns what it
+    /// was at that instant, with every Accessed/Dirty bit any MMU had set.
+    /// Until the TLBs are flushed, CPUs may still use (and even dirty
+    /// through) cached translations of a present old entry: a caller that
+    /// needs the final dirty state of the *data* reads it after the flush.
+    pub fn exchange(self, new: Pte) -> Pte {
+        Pte::decode(self.0.swap(new.encode(), Ordering::AcqRel))
+    }
+
+    /// Clear a *non-present* entry and return what it was: a load and a
+    /// store, cheaper than an exchange — sound because no MMU writes a
+    /// non-present entry and writers hold the address-space lock. Panics
+    /// on a present entry (that needs [`Entry::exchange`] and a flush).
+    pub fn take_non_present(self) -> Pte {
+        let old = Pte::decode(self.raw());
+        assert!(!matches!(old, Pte::Present { .. }), "a present entry is taken by exchange, not a store");
+        self.0.store(0, Ordering::Release);
+        old
+    }
+
+    /// Clear `flags` atomically; returns the flags before.
+    pub fn clear_flags(self, flags: F) -> F {
+        F::from_bits_retain(self.0.fetch_and(!flags.bits(), Ordering::AcqRel) & !ADDR)
+    }
+
+    /// Set `flags` atomically; returns the flags before.
+    pub fn set_flags(self, flags: F) -> F {
+        F::from_bits_retain(self.0.fetch_or(flags.bits(), Ordering::AcqRel) & !ADDR)
+    }
+
+    /// Replace a present leaf's flags by `f(old flags)` with a
+    /// compare-exchange loop (the frame stays; an A/D bit an MMU sets
+    /// meanwhile makes the exchange fail and `f` see it); returns the flags
+    /// before.
+    pub fn update_flags(self, f: impl Fn(F) -> F) -> F {
+        let mut old = self.raw();
+        loop {
+            let new = (old & ADDR) | ((f(F::from_bits_retain(old & !ADDR)) | F::PRESENT).bits() & !ADDR);
+            match self.0.compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return F::from_bits_retain(old & !ADDR),
+                Err(now) => old = now,
+            }
+        }
+    }
 }
 
 /// The user-half tables of one address space.
@@ -146,11 +188,21 @@ pub struct UserTables {
     pub table_frames: usize,
 }
 
-fn table<'a>(frame: PhysFrame) -> &'a mut PageTable {
-    // SAFETY: `frame` is a page-table frame owned by a `UserTables`, which
-    // is only reached through `&mut UserTables` (one user at a time); the
-    // direct map covers it.
-    unsafe { &mut *direct::phys_to_virt(frame.start_address()).as_mut_ptr::<PageTable>() }
+/// Word `i` of the page-table frame `table`, as an atomic.
+///
+/// # Safety
+/// `table` is a page-table frame of a `UserTables` (or reached from one's
+/// entries) that stays allocated for `'a`: callers tie `'a` to a borrow of
+/// that `UserTables`, whose frames are freed only by `destroy` (by value).
+unsafe fn word<'a>(table: PhysFrame, i: usize) -> &'a AtomicU64 {
+    assert!(i < 512);
+    let p = direct::phys_to_virt(table.start_address() + i as u64 * 8).as_ptr::<AtomicU64>();
+    // SAFETY: by the contract the word is allocated memory for `'a`,
+    // reached through the direct map, 8-byte aligned. Every access to it,
+    // on any CPU, is atomic: software goes through this function, and MMU
+    // walks and A/D updates are atomic locked accesses — so a shared
+    // `&AtomicU64` is sound where a `&mut` to the plain word would not be.
+    unsafe { &*p }
 }
 
 fn new_table() -> Result<PhysFrame, OutOfFrames> {
@@ -159,13 +211,18 @@ fn new_table() -> Result<PhysFrame, OutOfFrames> {
     Ok(f.into_raw())
 }
 
+fn is_unused(raw: u64) -> bool {
+    raw == 0
+}
+
 impl UserTables {
     /// A PML4 whose kernel half is the kernel's.
     pub fn new() -> Result<Self, OutOfFrames> {
         let pml4 = new_table()?;
-        let t = table(pml4);
         for (i, e) in crate::mm::kpt::kernel_half().into_iter().enumerate() {
-            t[256 + i] = e;
+            // Not yet loaded anywhere: no MMU sees it, order is moot.
+            // SAFETY: the PML4 just allocated, owned by the tables returned.
+            unsafe { word(pml4, 256 + i) }.store(e.addr().as_u64() | e.flags().bits(), Ordering::Relaxed);
         }
         Ok(UserTables { pml4, table_frames: 1 })
     }
@@ -175,45 +232,51 @@ impl UserTables {
     }
 
     /// The leaf entry of `va`; with `create`, missing tables are made.
-    pub fn entry(&mut self, va: u64, create: bool) -> Result<Option<&mut PageTableEntry>, OutOfFrames> {
+    pub fn entry(&mut self, va: u64, create: bool) -> Result<Option<Entry<'_>>, OutOfFrames> {
         let idx = [(va >> 39) & 511, (va >> 30) & 511, (va >> 21) & 511];
         let mut t = self.pml4;
         for i in idx {
-            let e = &mut table(t)[i as usize];
-            if e.is_unused() {
+            // SAFETY: `t` is this table's PML4 or a table linked below it;
+            // the result borrows `self`.
+            let w = unsafe { word(t, i as usize) };
+            let mut raw = w.load(Ordering::Acquire);
+            if is_unused(raw) {
                 if !create {
                     return Ok(None);
                 }
                 let n = new_table()?;
                 self.table_frames += 1;
-                e.set_addr(n.start_address(), TABLE_FLAGS);
+                raw = n.start_address().as_u64() | TABLE_FLAGS.bits();
+                // Release: the zeroed table is visible before any walker
+                // can reach it through this entry.
+                w.store(raw, Ordering::Release);
             }
-            t = PhysFrame::containing_address(e.addr());
+            t = frame_of(raw);
         }
-        Ok(Some(&mut table(t)[((va >> 12) & 511) as usize]))
+        // SAFETY: as above: a leaf table linked below our PML4.
+        Ok(Some(Entry(unsafe { word(t, ((va >> 12) & 511) as usize) })))
     }
 
     /// The entries a walk of `va` meets, from the PML4 down: (level, index,
     /// raw entry). Stops after the first unused entry.
-    pub fn levels(&mut self, va: u64) -> alloc::vec::Vec<(u8, usize, u64)> {
+    pub fn levels(&self, va: u64) -> alloc::vec::Vec<(u8, usize, u64)> {
         let mut out = alloc::vec::Vec::new();
         let mut t = self.pml4;
         for level in (1..=4u8).rev() {
             let i = ((va >> (12 + 9 * (level as u64 - 1))) & 511) as usize;
-            let e = &table(t)[i];
-            // The raw bits: flags and address together.
-            let raw = e.addr().as_u64() | e.flags().bits();
+            // SAFETY: our PML4 or a table linked below it, while `self` is borrowed.
+            let raw = unsafe { word(t, i) }.load(Ordering::Acquire);
             out.push((level, i, raw));
-            if e.is_unused() || level == 1 || !e.flags().contains(F::PRESENT) {
+            if is_unused(raw) || level == 1 || raw & F::PRESENT.bits() == 0 {
                 break;
             }
-            t = PhysFrame::containing_address(e.addr());
+            t = frame_of(raw);
         }
         out
     }
 
     /// Visit every used leaf entry in `[start, end)`, skipping absent tables.
-    pub fn for_each(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
+    pub fn for_each(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, Entry<'_>)) {
         walk(self.pml4, 4, 0, start, end, &mut |va, e| {
             f(va, e);
             true
@@ -222,20 +285,21 @@ impl UserTables {
 
     /// Like [`UserTables::for_each`], stopping when `f` returns false;
     /// returns false if it stopped early.
-    pub fn for_each_while(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry) -> bool) -> bool {
+    pub fn for_each_while(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, Entry<'_>) -> bool) -> bool {
         walk(self.pml4, 4, 0, start, end, f)
     }
 
     /// Visit every used leaf entry, then free every user page-table frame.
-    /// The visitor must release what each entry holds.
-    pub fn destroy(mut self, f: &mut dyn FnMut(u64, &mut PageTableEntry)) {
+    /// The visitor must release what each entry holds. The caller makes
+    /// sure no CPU has (or caches) these tables any more.
+    pub fn destroy(mut self, f: &mut dyn FnMut(u64, Entry<'_>)) {
         self.for_each(0, crate::mm::USER_END, f);
         free(self.pml4, 4);
         self.table_frames = 0;
     }
 }
 
-fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &mut PageTableEntry) -> bool) -> bool {
+fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, Entry<'_>) -> bool) -> bool {
     let span = 1u64 << (12 + 9 * (level as u64 - 1));
     let first = if start > base { ((start - base) / span) as usize } else { 0 };
     // In the PML4 only the user half (0..256) belongs to us.
@@ -245,11 +309,14 @@ fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn Fn
         if va >= end {
             break;
         }
-        let e = &mut table(t)[i];
-        if e.is_unused() {
+        // SAFETY: `walk` starts at a `UserTables`' PML4, borrowed by the
+        // caller for the whole walk, and follows only its links.
+        let w = unsafe { word(t, i) };
+        let raw = w.load(Ordering::Acquire);
+        if is_unused(raw) {
             continue;
         }
-        let go_on = if level == 1 { f(va, e) } else { walk(PhysFrame::containing_address(e.addr()), level - 1, va, start.max(va), end.min(va + span), f) };
+        let go_on = if level == 1 { f(va, Entry(w)) } else { walk(frame_of(raw), level - 1, va, start.max(va), end.min(va + span), f) };
         if !go_on {
             return false;
         }
@@ -261,9 +328,11 @@ fn free(t: PhysFrame, level: u8) {
     if level > 1 {
         let last = if level == 4 { 256 } else { 512 };
         for i in 0..last {
-            let e = &table(t)[i];
-            if !e.is_unused() {
-                free(PhysFrame::containing_address(e.addr()), level - 1);
+            // SAFETY: a table being destroyed: still allocated (freed below,
+            // children first).
+            let raw = unsafe { word(t, i) }.load(Ordering::Acquire);
+            if !is_unused(raw) {
+                free(frame_of(raw), level - 1);
             }
         }
     }

@@ -31,7 +31,7 @@ impl AddressSpace {
     pub fn walk_range(&self, range: hmm::VaRange, f: &mut dyn FnMut(u64, CpuPte)) {
         let mut inner = self.lock();
         inner.tables().for_each(range.start(), range.end(), &mut |va, e| {
-            if let Pte::Present { frame, flags } = Pte::decode(e) {
+            if let Pte::Present { frame, flags } = e.get() {
                 if flags.contains(F::USER_ACCESSIBLE) {
                     f(va, CpuPte::of(frame, flags));
                 }
@@ -87,8 +87,8 @@ impl AddressSpace {
 }
 
 /// The state a leaf entry of an accessible area stands for.
-fn state_of(e: &x86_64::structures::paging::page_table::PageTableEntry) -> PageState {
-    match Pte::decode(e) {
+fn state_of(e: super::pte::Entry<'_>) -> PageState {
+    match e.get() {
         // Dying entries exist only inside a locked munmap.
         Pte::None | Pte::Dying { .. } => PageState::Absent,
         Pte::Swapped { .. } => PageState::Swapped,

@@ -8,25 +8,49 @@ use crate::arch::extable;
 use x86_64::registers::control::Cr3;
 
 /// Load `pml4` into CR3 for the duration of a copy, restoring the previous
-/// table afterwards (even on error).
+/// table afterwards (even on error). Already loaded (a nested copy, or a
+/// [`Loaded`] guard): nothing is written — a CR3 write would flush the TLB
+/// for nothing.
 struct Activated {
-    previous: (x86_64::structures::paging::PhysFrame, x86_64::registers::control::Cr3Flags),
+    previous: Option<x86_64::structures::paging::PhysFrame>,
+}
+
+/// An address space loaded in this CPU's CR3 until dropped (the previous
+/// table comes back): kernel code — tests among it — that touches user
+/// memory directly, with the TLB caching it as user code's accesses would.
+pub struct Loaded<'a> {
+    _active: Activated,
+    _space: core::marker::PhantomData<&'a AddressSpace>,
+}
+
+impl AddressSpace {
+    /// Load this address space on this CPU until the guard drops. The
+    /// address space cannot be dropped meanwhile (the guard borrows it).
+    pub fn load(&self) -> Loaded<'_> {
+        Loaded { _active: Activated::new(self.pml4()), _space: core::marker::PhantomData }
+    }
 }
 
 impl Activated {
     fn new(pml4: x86_64::structures::paging::PhysFrame) -> Self {
-        let previous = Cr3::read();
+        let previous = Cr3::read().0;
+        if previous == pml4 {
+            return Activated { previous: None };
+        }
         // SAFETY: the PML4's kernel half is the kernel's own, so the running
         // code, stack and data stay mapped; the user half is this process's.
-        unsafe { Cr3::write(pml4, previous.1) };
-        Activated { previous }
+        // (Through `load_root`: shootdowns must know this CPU has it.)
+        unsafe { crate::mm::shootdown::load_root(pml4) };
+        Activated { previous: Some(previous) }
     }
 }
 
 impl Drop for Activated {
     fn drop(&mut self) {
-        // SAFETY: restoring the table that was loaded before.
-        unsafe { Cr3::write(self.previous.0, self.previous.1) };
+        if let Some(previous) = self.previous {
+            // SAFETY: restoring the table that was loaded before.
+            unsafe { crate::mm::shootdown::load_root(previous) };
+        }
     }
 }
 

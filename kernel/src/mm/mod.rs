@@ -53,6 +53,7 @@ pub mod frames;
 pub mod heap;
 pub mod kpt;
 pub mod mmio;
+pub mod shootdown;
 pub mod tlb;
 
 use x86_64::VirtAddr;

@@ -1,19 +1,24 @@
 //! TLB flushing with tokens: a change to live translations produces a
 //! `#[must_use]` [`TlbFlush`] naming the pages it touched, so a forgotten
-//! flush is a compiler warning.
+//! flush is a compiler warning; carrying it out ([`TlbFlush::flush`]) is
+//! the only way to get a [`Flushed`], the proof that frames taken out of
+//! the changed entries may be freed (see `aspace::deferred`).
 //!
 //! Policy: up to [`INVLPG_THRESHOLD`] pages are flushed one `invlpg` each;
 //! beyond that one CR3 reload (which keeps the kernel's GLOBAL entries) is
-//! cheaper than hundreds of `invlpg`s.
+//! cheaper than hundreds of `invlpg`s. A flush reaches every CPU that may
+//! cache the address space — this one directly, the others by one
+//! shootdown round (see [`super::shootdown`]).
 
-use x86_64::structures::paging::Page;
+use super::shootdown;
+use x86_64::structures::paging::{Page, PhysFrame};
 use x86_64::VirtAddr;
 
 /// Above this many pages, flush the whole (non-global) TLB instead.
 pub const INVLPG_THRESHOLD: usize = 32;
 
 /// Pages whose translations changed and are not yet flushed.
-#[must_use = "the TLB still holds the old translations: call .flush()"]
+#[must_use = "the TLBs still hold the old translations: call .flush()"]
 #[derive(Debug, Default)]
 pub struct TlbFlush {
     /// Fixed storage: a token must not allocate (it is made under locks).
@@ -22,7 +27,14 @@ pub struct TlbFlush {
     all: bool,
 }
 
-/// How a flush was carried out (for statistics and tests).
+/// Proof that a [`TlbFlush`] was carried out on every CPU that may cache
+/// the address space: no CPU can reach the old translations any more.
+/// Only [`TlbFlush::flush`] makes one.
+#[must_use = "a Flushed exists to release deferred frees"]
+#[derive(Debug)]
+pub struct Flushed(());
+
+/// What a token asks for (for statistics and tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlushKind {
     Nothing,
@@ -48,6 +60,11 @@ impl TlbFlush {
         }
     }
 
+    /// Record that everything of the address space must go.
+    pub fn add_all(&mut self) {
+        self.all = true;
+    }
+
     /// Merge another token into this one.
     pub fn merge(&mut self, other: TlbFlush) {
         if other.all {
@@ -64,23 +81,36 @@ impl TlbFlush {
         !self.all && self.count == 0
     }
 
-    /// The translations belong to an address space that is not loaded:
-    /// nothing of it is cached (CR3 is reloaded before it is used), so
-    /// there is nothing to flush.
-    pub fn discard_inactive(self) {}
-
-    /// Flush what was recorded from this CPU's TLB.
-    pub fn flush(self) -> FlushKind {
+    /// What the token asks for.
+    pub fn kind(&self) -> FlushKind {
         if self.all {
-            x86_64::instructions::tlb::flush_all();
             FlushKind::All
         } else if self.count == 0 {
             FlushKind::Nothing
         } else {
-            for &p in &self.pages[..self.count] {
-                x86_64::instructions::tlb::flush(VirtAddr::new(p));
-            }
             FlushKind::Pages(self.count)
+        }
+    }
+
+    /// Flush what was recorded from every CPU that may cache the address
+    /// space rooted at `root`: this CPU if it has `root` loaded, the
+    /// others by one shootdown round that returns only when each of them
+    /// acknowledged. An empty token flushes nothing.
+    pub fn flush(self, root: PhysFrame) -> Flushed {
+        if !self.is_empty() {
+            shootdown::flush(root, &self.pages[..self.count], self.all);
+        }
+        Flushed(())
+    }
+}
+
+/// Flush `pages` (or everything non-global) from this CPU's TLB.
+pub(super) fn flush_here(pages: &[u64], all: bool) {
+    if all {
+        x86_64::instructions::tlb::flush_all();
+    } else {
+        for &p in pages {
+            x86_64::instructions::tlb::flush(VirtAddr::new(p));
         }
     }
 }

@@ -51,7 +51,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use spin::Lazy;
 use x86_64::instructions::interrupts;
-use x86_64::registers::control::{Cr2, Cr3};
+use x86_64::registers::control::Cr2;
 use x86_64::structures::idt::PageFaultErrorCode;
 use x86_64::structures::paging::PhysFrame;
 use x86_64::PhysAddr;
@@ -342,6 +342,12 @@ fn leave(pid: Pid, task: TaskId) -> ! {
     // Releasing may wait for an accelerator another task holds: that needs
     // interrupts (the contention hook sleeps only with them on).
     interrupts::enable();
+    // Off this process's page table before leaving its task list: once the
+    // last task is out, the tables are freed, and no CPU may still have
+    // them loaded (see mm::shootdown).
+    let kernel = PhysFrame::containing_address(PhysAddr::new(sched::kernel_cr3()));
+    // SAFETY: the kernel's own table maps all kernel code, data and stacks.
+    unsafe { crate::mm::shootdown::load_root(kernel) };
     let last = {
         let mut t = PROCS.lock();
         let e = t.procs.get_mut(&pid).expect("our process");
@@ -358,10 +364,6 @@ fn leave(pid: Pid, task: TaskId) -> ! {
             None
         }
     };
-    // Off this process's page table before anything of it is freed.
-    let kernel = PhysFrame::containing_address(PhysAddr::new(sched::kernel_cr3()));
-    // SAFETY: the kernel's own table maps all kernel code, data and stacks.
-    unsafe { Cr3::write(kernel, Cr3::read().1) };
     if let Some((core, fds)) = last {
         if let Some(core) = core {
             dev::release(&core, &fds);

@@ -113,8 +113,8 @@ pub(super) unsafe fn switch_to(me: &Task, next: &Task) {
         if (*theirs).cr3 != (*mine).cr3 {
             let frame = PhysFrame::containing_address(PhysAddr::new((*theirs).cr3));
             // The kernel half is shared by every table: this code and
-            // stack stay mapped.
-            Cr3::write(frame, Cr3::read().1);
+            // stack stay mapped. Recorded for TLB shootdowns (mm::shootdown).
+            crate::mm::shootdown::load_root(frame);
         }
         if let Some(top) = next.kstack_top() {
             gdt::set_kernel_stack(VirtAddr::new(top));

@@ -104,6 +104,8 @@ pub fn stats(w: &mut World, a: &mut Args<'_>, out: Out<'_>) -> Result<(), ShellE
     a.done()?;
     let f = crate::mm::frames::stats();
     let _ = writeln!(out, "frames: {} free of {}", f.free, f.managed);
+    let t = crate::mm::shootdown::stats();
+    let _ = writeln!(out, "TLB: {} shootdown rounds, {} IPIs sent, {} local flushes, {} remote flushes", t.rounds, t.ipis, t.local_flushes, t.remote_flushes);
     let sw = crate::aspace::swap::SWAP.stats();
     let _ = writeln!(out, "swap: {} slots in use, {} slot writes, {} slot reads", sw.slots_in_use, sw.writes, sw.reads);
     for (id, p) in &w.procs {
