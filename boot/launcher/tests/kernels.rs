@@ -68,7 +68,7 @@ fn machine_for(name: &str, common: &Machine) -> Machine {
 /// The processor counts a kernel is booted with (each a separate run).
 fn cpu_counts(name: &str) -> &'static [u8] {
     match name {
-        "smp_boot" | "interrupts" | "user_sched" | "lock_order_reversed" => &[1, 2, 4],
+        "smp_boot" | "interrupts" | "user_sched" | "lock_order_reversed" | "tlb_shootdown" => &[1, 2, 4],
         // The races it exists for need CPUs: 4 (issue 16).
         "smp_stress" => &[4],
         _ => &[launcher::DEFAULT_CPUS],
