@@ -116,9 +116,12 @@ fn hundred_thousand_operations() {
     }
     kernel::println!("  heap used/mapped {:?} {} (before: {heap_used_before} used, {heap_before} mapped)", kernel::mm::heap::usage(), kernel::mm::heap::mapped());
     // Every exit gives its task's 64 KiB kernel stack back (an `Arc<Task>`
-    // left on an exit path's stack once kept each one).
+    // left on an exit path's stack once kept each one: hundreds of exits,
+    // tens of MiB). An idle CPU frees the last task that died on it only
+    // at its next switch, so up to one stack per CPU may still be held.
     let heap_used = kernel::mm::heap::usage().0;
-    assert!(heap_used < heap_used_before + 64 * 1024, "the kernel heap holds {} bytes more than before the run", heap_used - heap_used_before);
+    let allowed = kernel::cpus::online().len() * 64 * 1024;
+    assert!(heap_used < heap_used_before + allowed, "the kernel heap holds {} bytes more than before the run", heap_used - heap_used_before);
     assert_eq!(kernel::mm::heap::mapped(), heap_before, "the run fitted in the heap mapped beforehand");
     let after = kernel::mm::frames::stats().free;
     assert_eq!(after, before, "every frame came back ({} missing)", before as i64 - after as i64);

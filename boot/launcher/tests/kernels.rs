@@ -58,9 +58,9 @@ fn machine_for(name: &str, common: &Machine) -> Machine {
     match name {
         "swap_pressure" => Machine { memory_mib: 64, disk_mib: 512, ..common.clone() },
         "swap_full" => Machine { memory_mib: 64, disk_mib: 32, ..common.clone() },
-        // A fifth of the full 100,000 operations keeps `cargo test` within
+        // A tenth of the full 100,000 operations keeps `cargo test` within
         // minutes; the full run is in the README (`--cmdline` omitted).
-        "smp_stress" => Machine { cmdline: "stress_ops=5000".into(), ..common.clone() },
+        "smp_stress" => Machine { cmdline: "stress_ops=2500".into(), ..common.clone() },
         _ => common.clone(),
     }
 }
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
                     Expect::Hang(t) => t,
                     // Swapping 4x the guest's RAM to disk takes a minute or two.
                     _ if k.name.starts_with("swap_") => TIMEOUT * 3,
-                    // 20,000 operations, half of them device jobs.
+                    // 10,000 operations, half of them device jobs.
                     _ if k.name == "smp_stress" => TIMEOUT * 5,
                     _ => TIMEOUT,
                 };
