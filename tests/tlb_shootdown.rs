@@ -183,7 +183,7 @@ fn writer(_: u64) {
             let mut tries = 0u32;
             while write(VA, i).is_err() {
                 tries += 1;
-                if tries % 256 == 0 {
+                if tries.is_multiple_of(256) {
                     a.handle_fault(VA, Access::Write).unwrap();
                 }
                 core::hint::spin_loop();
