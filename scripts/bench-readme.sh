@@ -19,7 +19,7 @@ host=${2:-}
 if [[ -z $guest ]]; then
     guest=$(mktemp)
     host=$(mktemp)
-    cargo run -- --bench >"$guest" 2>&1
+    cargo run -- --bench --smp 4 >"$guest" 2>&1
     cargo bench -p hmm -- --warm-up-time 1 --measurement-time 3 >"$host" 2>&1
 fi
 
