@@ -26,11 +26,15 @@ fn state(pid: proc::Pid) -> alloc::string::String {
 }
 
 /// A CPU hog never makes a system call; a sleeper still gets its turns
-/// (one hog per CPU, so the sleeper has to share a CPU with one).
+/// (one hog per CPU, so the sleeper has to share a CPU with one). The
+/// sleeper's 5 naps of 2 ticks take ~60-70 ticks at 2 CPUs (each wake-up
+/// waits for the hog's slice on that CPU to end), so the hogs run for ~150:
+/// with 60 the margin was a few ticks and the check failed when the hogs
+/// got their CPUs a little sooner.
 fn timer_preempts_a_cpu_hog() {
     proc::init();
     let before = sched::totals().1;
-    let hogs: alloc::vec::Vec<_> = (0..kernel::cpus::online().len()).map(|_| spawn("spin", "60")).collect();
+    let hogs: alloc::vec::Vec<_> = (0..kernel::cpus::online().len()).map(|_| spawn("spin", "150")).collect();
     let sleeper = spawn("ticker", "5");
     let t = proc::wait_exit(sleeper).expect("ticker exits");
     assert_eq!(t.status, 0);

@@ -89,6 +89,13 @@ pub(super) fn close(core: &ProcCore, fd: u64) -> SysResult {
 /// Unbind every accelerator in `fds` that still mirrors `core`'s process
 /// (at close and exit), so no device keeps a dead process's mirror.
 pub(super) fn release(core: &ProcCore, fds: &[Option<DevCtx>]) {
+    // A process that never opened a device must not bring the devices up
+    // on its way out (`accels()` initialises them on first use: a PCI scan
+    // and the IOMMU, inside an exit — it made a sleeper miss its turns in
+    // `user_sched@2`).
+    if fds.iter().all(Option::is_none) {
+        return;
+    }
     let Ok(all) = accels() else { return };
     for ctx in fds.iter().flatten() {
         let mut acc = all[ctx.accel].lock();
