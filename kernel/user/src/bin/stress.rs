@@ -155,12 +155,16 @@ fn page_addr(thread: u64, page: usize) -> u64 {
     BASE + thread * THREAD_SPAN + (page / AREA_PAGES) as u64 * AREA_SPAN + (page % AREA_PAGES) as u64 * PAGE
 }
 
+/// The page at `addr` — one of this thread's own pages or its scratch
+/// page. Only the owning thread touches them, and every borrow ends
+/// within the operation that took it, so no two overlap.
 fn slice(addr: u64) -> &'static [u8] {
     // SAFETY: `addr` is a page this thread owns and keeps mapped readable
     // while it looks (only this thread unmaps or protects its areas).
     unsafe { core::slice::from_raw_parts(addr as *const u8, PAGE as usize) }
 }
 
+/// [`slice`], writable (same rule: one borrow at a time, by the owner).
 fn slice_mut(addr: u64) -> &'static mut [u8] {
     // SAFETY: as `slice`, and only this thread writes its pages.
     unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, PAGE as usize) }
@@ -239,8 +243,7 @@ impl Worker<'_> {
                 let (p, n) = self.run(4);
                 TOTALS.dev_jobs.fetch_add(1, Ordering::Relaxed);
                 for i in 0..n {
-                    // SAFETY: the scratch page is this thread's own mapping.
-                    let out = unsafe { core::slice::from_raw_parts_mut(scratch as *mut u8, PAGE as usize) };
+                    let out = slice_mut(scratch);
                     match again(|| dev.read(self.addr(p + i), out)) {
                         Ok(_) => self.check(p + i, out, true),
                         Err(e) => self.failed("device read", e),
@@ -306,8 +309,7 @@ impl Worker<'_> {
                 let q = p + self.below(n as u64) as usize;
                 self.check(q, slice(self.addr(q)), false);
                 TOTALS.dev_jobs.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: the scratch page is this thread's own mapping.
-                let out = unsafe { core::slice::from_raw_parts_mut(scratch as *mut u8, PAGE as usize) };
+                let out = slice_mut(scratch);
                 match again(|| dev.read(self.addr(q), out)) {
                     Ok(_) => self.check(q, out, true),
                     Err(e) => self.failed("device read of a read-only page", e),
