@@ -27,10 +27,10 @@ fn state(pid: proc::Pid) -> alloc::string::String {
 
 /// A CPU hog never makes a system call; a sleeper still gets its turns
 /// (one hog per CPU, so the sleeper has to share a CPU with one). The
-/// sleeper's 5 naps of 2 ticks take ~60-70 ticks at 2 CPUs (each wake-up
-/// waits for the hog's slice on that CPU to end), so the hogs run for ~150:
-/// with 60 the margin was a few ticks and the check failed when the hogs
-/// got their CPUs a little sooner.
+/// sleeper's 5 naps of 2 ticks end within ~15 ticks; the hogs run for
+/// hundreds. At 2 CPUs under icount this caught a vCPU that TCG never ran
+/// while the other stayed in ring 3 (see `irq::on_timer`): the sleeper
+/// then ended only after a hog.
 fn timer_preempts_a_cpu_hog() {
     proc::init();
     let before = sched::totals().1;
