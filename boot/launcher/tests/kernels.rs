@@ -7,7 +7,8 @@
 //!
 //! `cargo test -- NAME` runs only the kernels whose name contains NAME.
 //! Most kernels boot with the launcher's default 2 CPUs; the ones listed
-//! in [`cpu_counts`] boot once per count, reported as `NAME@N`.
+//! in [`cpu_counts`] boot once per count, reported as `NAME@N`, and those
+//! in [`mttcg_counts`] under multi-threaded TCG, as `NAME@N/mttcg`.
 //! Two kernels run at a time (one QEMU per core).
 //!
 //! The `harness_*` kernels check this harness itself: each must FAIL in a
@@ -73,7 +74,19 @@ fn cpu_counts(name: &str) -> &'static [u8] {
         "smp_boot" | "interrupts" | "lock_order_reversed" | "tlb_shootdown" | "user_sched" => &[1, 2, 4],
         // The races it exists for need CPUs: 4 (issue 16).
         "smp_stress" => &[4],
+        "sched_races" => &[],
         _ => &[launcher::DEFAULT_CPUS],
+    }
+}
+
+/// The processor counts a kernel is booted with under multi-threaded TCG
+/// (`--accel mttcg`, reported as `NAME@N/mttcg`): the kernels whose races
+/// need CPUs that really run at once. Under icount the vCPUs take turns and
+/// `sched_races`' windows (tens of instructions) are almost never open.
+fn mttcg_counts(name: &str) -> &'static [u8] {
+    match name {
+        "sched_races" => &[4],
+        _ => &[],
     }
 }
 
@@ -109,16 +122,27 @@ fn main() -> ExitCode {
         images.into_iter().filter(|k| filters.is_empty() || filters.iter().any(|f| k.name.contains(f.as_str()))).collect();
     println!("\nrunning {} test kernels", images.len());
     let machine = Machine { accel: Accel::Tcg { icount_shift: None }, ..Machine::default() };
-    let runs: Vec<(KernelImage, u8)> = images.into_iter().flat_map(|k| cpu_counts(&k.name).iter().map(move |&n| (k.clone(), n))).collect();
+    let runs: Vec<(KernelImage, u8, bool)> = images
+        .into_iter()
+        .flat_map(|k| {
+            let icount = cpu_counts(&k.name).iter().map(|&n| (n, false));
+            let mttcg = mttcg_counts(&k.name).iter().map(|&n| (n, true));
+            icount.chain(mttcg).map(move |(n, m)| (k.clone(), n, m)).collect::<Vec<_>>()
+        })
+        .collect();
     let queue = Arc::new(Mutex::new(runs.into_iter()));
     let results = Arc::new(Mutex::new(Vec::<(String, Result<(bool, Outcome), String>)>::new()));
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let (queue, results, machine) = (queue.clone(), results.clone(), machine.clone());
             std::thread::spawn(move || loop {
-                let Some((k, cpus)) = queue.lock().unwrap().next() else { break };
+                let Some((k, cpus, mttcg)) = queue.lock().unwrap().next() else { break };
                 let expect = expectation(&k.name);
-                let label = if cpu_counts(&k.name).len() > 1 { format!("{}@{cpus}", k.name) } else { k.name.clone() };
+                let label = match (mttcg, cpu_counts(&k.name).len()) {
+                    (true, _) => format!("{}@{cpus}/mttcg", k.name),
+                    (false, n) if n > 1 => format!("{}@{cpus}", k.name),
+                    _ => k.name.clone(),
+                };
                 let timeout = match expect {
                     Expect::Hang(t) => t,
                     // Swapping 4x the guest's RAM to disk takes a minute or two.
@@ -127,7 +151,10 @@ fn main() -> ExitCode {
                     _ if k.name == "smp_stress" => TIMEOUT * 5,
                     _ => TIMEOUT,
                 };
-                let m = Machine { cpus, ..machine_for(&k.name, &machine) };
+                let mut m = Machine { cpus, ..machine_for(&k.name, &machine) };
+                if mttcg {
+                    m.accel = Accel::Mttcg;
+                }
                 let outcome = run(&k.path, &m, true, Some(timeout)).map_err(|e| e.to_string());
                 let ok = matches!(&outcome, Ok(o) if judged_right(&expect, o));
                 match &outcome {

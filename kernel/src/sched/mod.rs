@@ -34,10 +34,14 @@
 //! # The context-switch invariants
 //! 1. A switch happens only inside [`reschedule`], with interrupts off and
 //!    the run-queue lock released. The task being left may already sit in a
-//!    ready queue where another CPU can take it: that CPU waits until the
-//!    task's `on_cpu` flag is clear, which the switch clears only after the
-//!    stack pointer has left the task's stack (see `switch.rs`). The picker
-//!    sets `on_cpu` before switching in.
+//!    ready queue (put back, or woken while its CPU looked for work to
+//!    steal) with its `on_cpu` flag still set: the switch clears it only
+//!    after the stack pointer has left the task's stack (see `switch.rs`).
+//!    Its own CPU never picks it from there but itself (no switch); a
+//!    stealer skips it until the flag is clear. Waiting for the flag instead
+//!    deadlocked: two CPUs, each leaving a task the other had stolen (found
+//!    by `sched_races` under MTTCG). So a picked task is never on a CPU
+//!    (asserted), and the picker sets `on_cpu` before switching in.
 //! 2. Kernel code is not preempted: the timer preempts a task only when it
 //!    interrupted ring 3 ([`preempt_point`] from the user-trap path). Kernel
 //!    code gives the CPU up only by sleeping or yielding, possibly holding
@@ -497,7 +501,8 @@ fn steal(me: CpuId) -> Option<Arc<Task>> {
             continue;
         }
         let mut rq = of(victim).rq.lock();
-        if let Some(i) = rq.ready.iter().position(|t| t.pinned.is_none()) {
+        // Not a task its CPU is still leaving (invariant 1).
+        if let Some(i) = rq.ready.iter().position(|t| t.pinned.is_none() && !t.on_cpu.load(Ordering::Acquire)) {
             let t = rq.ready.remove(i);
             of(victim).nr_ready.store(rq.ready.len(), Ordering::SeqCst);
             of(me).steals.fetch_add(1, Ordering::Relaxed);
@@ -564,10 +569,8 @@ fn reschedule(park: Park) {
     drop(dead); // other tasks' stacks: we are not on any of them
     if !Arc::ptr_eq(&me, &next) {
         c.switches.fetch_add(1, Ordering::Relaxed);
-        // Another CPU may still be saving `next` (invariant 1).
-        while next.on_cpu.load(Ordering::Acquire) {
-            core::hint::spin_loop();
-        }
+        // Its registers are saved (invariant 1): loading them is safe.
+        assert!(!next.on_cpu.load(Ordering::Acquire), "task {} picked while a CPU is still leaving it", next.id);
         next.on_cpu.store(true, Ordering::Relaxed);
         let (me_ptr, next_ptr) = (Arc::as_ptr(&me), Arc::as_ptr(&next));
         if park == Park::Exit {
@@ -583,8 +586,8 @@ fn reschedule(park: Park) {
         }
         // SAFETY: interrupts are off and the run queue is unlocked
         // (invariant 1); `me` is the task running on this stack and `next`
-        // a task switched out earlier (its registers saved: `on_cpu` was
-        // seen false) or new; both stay alive: `me` through this frame's
+        // a task switched out earlier (its registers saved: `on_cpu` is
+        // false, asserted above) or new; both stay alive: `me` through this frame's
         // Arc until it returns, `next` through `current`.
         unsafe { switch::switch_to(&*me_ptr, &*next_ptr) };
     } else if park == Park::Ready {

@@ -3,9 +3,8 @@
 //!
 //! `on_cpu` is true from the moment a CPU decides to switch to the task
 //! until that CPU has left the task's stack (cleared by `switch_stacks`
-//! after the stack pointer moved): another CPU that picked the task waits
-//! for it to clear before loading the saved registers (like Linux's
-//! `p->on_cpu`).
+//! after the stack pointer moved): no other CPU takes the task before it
+//! is clear (like Linux's `p->on_cpu`; see the scheduler's invariant 1).
 //!
 //! A kernel task's stack is built the same way, with `kernel_task_start`
 //! (see `switch.rs`) as the return address and the function and argument
