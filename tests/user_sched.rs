@@ -29,7 +29,7 @@ fn state(pid: proc::Pid) -> alloc::string::String {
 /// (one hog per CPU, so the sleeper has to share a CPU with one). The
 /// sleeper's 5 naps of 2 ticks end within ~15 ticks; the hogs run for
 /// hundreds. At 2 CPUs under icount this caught a vCPU that TCG never ran
-/// while the other stayed in ring 3 (see `irq::on_timer`): the sleeper
+/// while the other stayed in ring 3 (see `sched::preempt_point`): the sleeper
 /// then ended only after a hog.
 fn timer_preempts_a_cpu_hog() {
     proc::init();

@@ -70,7 +70,7 @@ fn machine_for(name: &str, common: &Machine) -> Machine {
 fn cpu_counts(name: &str) -> &'static [u8] {
     match name {
         // user_sched at 2 CPUs caught a vCPU starved by TCG's round-robin
-        // under icount (see `irq::on_timer`).
+        // under icount (see `sched::preempt_point`).
         "smp_boot" | "interrupts" | "lock_order_reversed" | "tlb_shootdown" | "user_sched" => &[1, 2, 4],
         // The races it exists for need CPUs: 4 (issue 16).
         "smp_stress" => &[4],
@@ -85,7 +85,7 @@ fn cpu_counts(name: &str) -> &'static [u8] {
 /// `sched_races`' windows (tens of instructions) are almost never open.
 fn mttcg_counts(name: &str) -> &'static [u8] {
     match name {
-        "sched_races" => &[4],
+        "sched_races" | "smp_boot" => &[4],
         _ => &[],
     }
 }

@@ -200,13 +200,6 @@ fn on_timer(vector: u8) {
     }
     EPOCH.fetch_add(1, Ordering::SeqCst);
     lapic().eoi();
-    // Under TCG with icount (one host thread runs every vCPU in turn), a
-    // vCPU that stays in ring 3 keeps that thread: another vCPU sat with a
-    // RESCHEDULE IPI in service and ran not one instruction for 200+ ticks
-    // (user_sched at 2 CPUs, any shift but 0). `pause` ends TCG's block and
-    // hands the thread on, so every tick lets the other vCPUs run. On
-    // hardware it is a few cycles per tick.
-    core::hint::spin_loop();
 }
 
 /// A RESCHEDULE IPI: the `hlt` it ended, or the return to ring 3 it

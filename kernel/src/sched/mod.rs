@@ -25,8 +25,8 @@
 //!
 //! # Placement
 //! [`spawn_user`]/[`spawn_kernel`] put a task on the least loaded online
-//! CPU (ready tasks + a running non-idle task), or on the CPU it is pinned
-//! to, and kick that CPU. A CPU that finds its own ready queue empty
+//! CPU (ready tasks + a running non-idle task; ties round-robin), or on the
+//! CPU it is pinned to, and kick that CPU. A CPU that finds its own ready queue empty
 //! steals the first unpinned ready task of another *busy* CPU before
 //! idling (an idle CPU was kicked and runs its queue itself).
 //! A woken or due task goes to the ready queue of the CPU it waited on.
@@ -311,11 +311,18 @@ pub fn spawn_kernel(name: String, f: fn(u64), arg: u64, pinned: Option<CpuId>) -
     Ok(t)
 }
 
+/// Where the next tie between equally loaded CPUs starts.
+static PLACE_FROM: AtomicUsize = AtomicUsize::new(0);
+
 /// Put a ready task on its pinned CPU or the least loaded one, and kick it.
+/// Ties go round-robin: a task that sleeps at once leaves its CPU looking
+/// idle, and "the first least loaded" put every such task on CPU 1.
 fn place(t: Arc<Task>) {
     t.set_state(TaskState::Ready);
     let load = |c: CpuId| of(c).nr_ready.load(Ordering::SeqCst) + of(c).busy.load(Ordering::SeqCst) as usize;
-    let target = t.pinned.unwrap_or_else(|| cpus::online().iter().min_by_key(|&c| load(c)).unwrap_or(CpuId::BOOT));
+    let from = PLACE_FROM.fetch_add(1, Ordering::Relaxed) % MAX_CPUS;
+    let order = |c: CpuId| (c.index() + MAX_CPUS - from) % MAX_CPUS;
+    let target = t.pinned.unwrap_or_else(|| cpus::online().iter().min_by_key(|&c| (load(c), order(c))).unwrap_or(CpuId::BOOT));
     interrupts::without_interrupts(|| of(target).rq.lock().push_ready(target, t));
     irq::kick(target);
 }
@@ -383,7 +390,16 @@ pub fn exit_current() -> ! {
 
 /// Called on the way back to ring 3 after an interrupt: switch if the
 /// running task's slice is used up and another task is ready.
+///
+/// It starts with `pause`: under TCG with icount (one host thread runs
+/// every vCPU in turn) a vCPU that stays in ring 3 kept that thread —
+/// another vCPU sat with a RESCHEDULE IPI in service and ran not one
+/// instruction for 200+ ticks (`user_sched` at 2 CPUs, any shift but 0).
+/// `pause` ends TCG's block and hands the thread on. (In every timer
+/// handler instead, it made some kernel-only ping-pongs take 20 s of wall
+/// time for 30 ms of virtual time.) On hardware: a few cycles per tick.
 pub fn preempt_point() {
+    core::hint::spin_loop();
     let due = interrupts::without_interrupts(|| {
         let me = cpus::this_cpu();
         let mut rq = of(me).rq.lock();
