@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  address-space lock (kernel)  →  Mm::mirrors  →  Mirror::table  →  (driver: IOMMU)
-//!  Mm::intervals and Mirror::owner are leaf locks (nothing is taken under them)
+//!  Mm::intervals is a leaf lock (nothing is taken under it); a mirror's owner
+//!  (its Mm) is set once at creation and read without a lock
 //! ```
 //!
 //! Invalidations arrive with the address-space lock held (from the kernel's
