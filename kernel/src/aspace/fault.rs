@@ -223,9 +223,12 @@ fn cpu_page(p: CpuPte) -> hmm::CpuPage {
 }
 
 /// Every resident, user-accessible page of `r` into `batch` (one walk);
-/// false if the batch's sink stopped the round.
+/// false if the batch's sink stopped the round. By `fold`, the walker's
+/// tight loop per leaf table (`all` would resume its state machine per
+/// page); after a stop the rest is only walked, not pushed (a stop is a
+/// retry: rare).
 fn push_resident(view: &CpuView<'_>, r: hmm::VaRange, batch: &mut hmm::RoundBatch<'_>) -> bool {
-    view.iter(r).all(|(va, l)| batch.push(va.as_u64(), hmm::CpuPage { frame: l.addr, writable: l.write }, false))
+    view.iter(r).fold(true, |go, (va, l)| go && batch.push(va.as_u64(), hmm::CpuPage { frame: l.addr, writable: l.write }, false))
 }
 
 /// The CPU tables as `hmm::pt`'s walker reads them.
