@@ -187,6 +187,66 @@ pub fn reclaim_outside_the_window_forces_no_retry() {
     a.unbind();
 }
 
+/// The other half of the interval rule: an invalidation *inside* the
+/// round's interval that lands between the CPU-side walk and the commit
+/// makes the commit retry, so no mirror entry names a frame the CPU no
+/// longer maps. The round (pages 448..584 of a 2 MiB block pair) hands
+/// pages over in batches of 64; pages 512..519 are present and sit in the
+/// second batch when page 520 — never touched — is faulted in under
+/// memory pressure: reclaim spares the faulting block (448..511) and
+/// swaps out 512..519, whose frames are freed. Committing that batch
+/// without re-checking the interval's count would map freed frames into
+/// the device.
+pub fn reclaim_inside_the_round_forces_a_retry() {
+    let p = process();
+    let mut a = accels().unwrap()[0].lock();
+    a.bind(&p.hmm).unwrap();
+    let mirror = a.binding().unwrap().mirror.clone();
+    let block = 0x4000_0000u64; // 2 MiB aligned
+    let z = p.aspace.mmap(Some(block + 448 * 4096), 136 * 4096, rw(), true).unwrap();
+    let present = VaRange::new(z.start(), block + 520 * 4096).unwrap();
+    // 56 resident pages below, first in the clock's order: with 512..519
+    // they fill one reclaim batch (64), which leaves frames enough for the
+    // retry's swap-ins (so it converges instead of evicting them again).
+    let w = p.aspace.mmap(Some(0x1000_0000), 56 * 4096, rw(), true).unwrap();
+    for va in present.page_addrs().chain(w.page_addrs()) {
+        p.aspace.copy_to_user(va, &[7]).unwrap();
+    }
+    // Table nodes for both blocks first (the commit must not need frames).
+    p.hmm.mm.set_prefault(1);
+    mirror.fault(z.start(), 1, false).unwrap();
+    mirror.fault(block + 512 * 4096, 1, false).unwrap();
+    let mut hoard = Vec::new();
+    while let Ok(f) = frames::alloc() {
+        hoard.push(f);
+    }
+    // One frame below the reclaim threshold: the first fault that needs a
+    // frame (page 520) reclaims.
+    while frames::stats().free < kernel::aspace::RECLAIM_LOW - 1 {
+        drop(hoard.pop());
+    }
+    let (hmm_before, cpu_before) = (p.hmm.mm.stats(), p.aspace.stats());
+    let res = mirror.fault(z.start(), z.pages(), false);
+    let (hmm_after, cpu_after) = (p.hmm.mm.stats(), p.aspace.stats());
+    drop(hoard);
+    res.unwrap();
+    kernel::println!("reclaim inside the round: {} pages swapped out, {} retries", cpu_after.swap_outs - cpu_before.swap_outs, hmm_after.retries - hmm_before.retries);
+    assert!(cpu_after.swap_outs > cpu_before.swap_outs, "the round's own pages were reclaimed during it");
+    let mut stale = 0;
+    for va in z.page_addrs() {
+        if let Some(l) = mirror.get(va) {
+            let cpu = p.aspace.walk(va).map(|c| c.frame.start_address());
+            if cpu != Some(l.addr) {
+                kernel::println!("  {va:#x}: mirror {:#x}, CPU {cpu:x?}", l.addr.as_u64());
+                stale += 1;
+            }
+        }
+    }
+    assert_eq!(stale, 0, "mirror entries naming frames the CPU no longer maps");
+    assert!(hmm_after.retries > hmm_before.retries, "the commit saw the bump and retried");
+    a.unbind();
+}
+
 /// A fault commit that runs out of table memory midway (the pages after a
 /// 2 MiB boundary need a new table node) still tells the driver about the
 /// entries it already upgraded: the IOTLB is flushed, so the device cannot

@@ -158,8 +158,9 @@ pub struct Mirror<L: EntryLayout, M: TableMemory> {
     /// Written under the table lock: a commit that holds the lock and sees
     /// `true` finishes before the release clears the table.
     pub(crate) alive: AtomicBool,
-    /// The address space that created it (cleared on release).
-    pub(crate) owner: Mutex<Option<Weak<dyn MirrorOwner<L, M>>>>,
+    /// The address space that created it (set once: a fault reads it
+    /// without a lock; after release a fault finds `alive` false).
+    pub(crate) owner: Weak<dyn MirrorOwner<L, M>>,
     /// The most this mirror ever grants, whatever the CPU allows.
     access: MirrorAccess,
 }
@@ -173,8 +174,8 @@ pub enum MirrorAccess {
 }
 
 impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
-    pub(crate) fn new(device: Arc<Device>, table: PageTable<L, M>, access: MirrorAccess) -> Self {
-        Mirror { id: MirrorId(NEXT.fetch_add(1, Ordering::Relaxed)), device, table: Mutex::new(ManuallyDrop::new(table)), alive: AtomicBool::new(true), owner: Mutex::new(None), access }
+    pub(crate) fn new(device: Arc<Device>, table: PageTable<L, M>, access: MirrorAccess, owner: Weak<dyn MirrorOwner<L, M>>) -> Self {
+        Mirror { id: MirrorId(NEXT.fetch_add(1, Ordering::Relaxed)), device, table: Mutex::new(ManuallyDrop::new(table)), alive: AtomicBool::new(true), owner, access }
     }
 
     /// The most this mirror grants.
@@ -201,7 +202,8 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
     }
 
     pub(crate) fn owner(&self) -> Option<Arc<dyn MirrorOwner<L, M>>> {
-        self.owner.lock().as_ref().and_then(|w| w.upgrade())
+        // A released mirror has no owner to ask (as when it was cleared).
+        if self.is_alive() { self.owner.upgrade() } else { None }
     }
 
     /// Resolve a device fault on `pages` pages from `addr`
@@ -332,7 +334,8 @@ impl<L: EntryLayout, M: TableMemory> Mirror<L, M> {
         if !self.release_table(&mut |va| dirty.push(va)) {
             return;
         }
-        if let Some(o) = self.owner.lock().take().and_then(|w| w.upgrade()) {
+        // Once: only the call that cleared `alive` gets here.
+        if let Some(o) = self.owner.upgrade() {
             o.released(self.id);
             o.detach(self.id, &dirty);
         }

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  address-space lock (kernel)  →  Mm::mirrors  →  Mirror::table  →  (driver: IOMMU)
-//!  Mm::intervals and Mirror::owner are leaf locks (nothing is taken under them)
+//!  Mm::intervals is a leaf lock (nothing is taken under it); a mirror's owner
+//!  (its Mm) is set once at creation and read without a lock
 //! ```
 //!
 //! Invalidations arrive with the address-space lock held (from the kernel's
@@ -163,9 +164,8 @@ where
     /// A mirror that never grants more than `access` (a read-only binding:
     /// device writes fail, entries are never writable).
     pub fn mirror_with(self: &Arc<Self>, device: &Arc<Device>, mem: M, access: crate::mirror::MirrorAccess) -> Result<Arc<Mirror<L, M>>, OutOfTableMemory> {
-        let m = Arc::new(Mirror::new(device.clone(), PageTable::new(mem)?, access));
         let me: Arc<dyn MirrorOwner<L, M>> = self.clone();
-        *m.owner.lock() = Some(Arc::downgrade(&me));
+        let m = Arc::new(Mirror::new(device.clone(), PageTable::new(mem)?, access, Arc::downgrade(&me)));
         let ctl: Arc<dyn MirrorControl> = m.clone();
         device.mirrors.lock().push(Arc::downgrade(&ctl));
         self.mirrors.lock().push(m.clone());
@@ -238,7 +238,6 @@ where
                 if m.release_table(dirty) {
                     self.stats.driver_updates.fetch_add(1, Ordering::Relaxed);
                 }
-                m.owner.lock().take();
                 self.intervals.release(m.id());
             }
             return;

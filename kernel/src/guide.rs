@@ -91,7 +91,7 @@
 //!    fault. On stderr QEMU says
 //!    `vtd_iova_to_slpte: detected slpte permission error (iova=0x20000000, ...)`.
 //!    `Accel::dma` reads the record with
-//!    [`devices::vtd::Iommu::take_faults`] and returns `DmaError::Fault`.
+//!    [`devices::vtd::Iommu::claim_fault`] and returns `DmaError::Fault`.
 //! 4. Back in `transfer`: **`fault.begin accel=0 va=0x20000000 access=read`**.
 //!    It calls [`hmm::Mirror::fault_with`] (`hmm/src/fault.rs`), with the
 //!    rest of the job's pages as `also`: the round registers one interval,

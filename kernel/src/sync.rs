@@ -35,6 +35,9 @@
 //! switch ([`save_held`], [`restore_held`]). The live copy is per CPU (each
 //! CPU runs one task at a time); a task moves between CPUs only through a
 //! switch, which saves its counts and restores them where it resumes.
+//! Release builds (the benchmarks) check nothing, so they keep no counts
+//! either: a lock is then a try-lock and an unlock (every fault, transfer
+//! and fault-record read takes several).
 //!
 //! # Contention
 //! A CPU spinning on a lock whose holder is asleep would spin forever.
@@ -115,7 +118,8 @@ pub fn restore_held(saved: &HeldRanks) {
     }
 }
 
-/// How many locks of `rank` the running task holds.
+/// How many locks of `rank` the running task holds (counted in debug
+/// builds only; 0 in release builds).
 pub fn held(rank: LockRank) -> u32 {
     live()[rank as usize].load(Ordering::Relaxed)
 }
@@ -220,7 +224,9 @@ impl<T> RankedMutex<T> {
         if contending {
             self.contenders.fetch_sub(1, Ordering::SeqCst);
         }
-        live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        if cfg!(debug_assertions) {
+            live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        }
         RankedGuard { rank: self.rank, releases: &self.releases, contenders: &self.contenders, guard: core::mem::ManuallyDrop::new(guard) }
     }
 
@@ -232,7 +238,9 @@ impl<T> RankedMutex<T> {
             }
         }
         let guard = self.inner.try_lock()?;
-        live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        if cfg!(debug_assertions) {
+            live()[self.rank as usize].fetch_add(1, Ordering::Relaxed);
+        }
         Some(RankedGuard { rank: self.rank, releases: &self.releases, contenders: &self.contenders, guard: core::mem::ManuallyDrop::new(guard) })
     }
 
@@ -244,7 +252,9 @@ impl<T> RankedMutex<T> {
 
 impl<T> Drop for RankedGuard<'_, T> {
     fn drop(&mut self) {
-        live()[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
+        if cfg!(debug_assertions) {
+            live()[self.rank as usize].fetch_sub(1, Ordering::Relaxed);
+        }
         // SAFETY: dropped exactly once, here; `guard` is not used after.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.guard) };
         // Counted after the unlock, so a contender woken by the count finds

@@ -96,14 +96,6 @@ pub struct FlushReport {
     pub domain_wide: bool,
 }
 
-/// Faults read from the records.
-#[derive(Debug, Default)]
-pub struct Faults {
-    pub records: Vec<FaultRecord>,
-    /// The hardware dropped faults because the records were full.
-    pub overflow: bool,
-}
-
 const CCMD_ICC: u64 = 1 << 63;
 const IOTLB_IVT: u64 = 1 << 63;
 const IOTLB_DRAIN: u64 = 1 << 49 | 1 << 48;
@@ -361,10 +353,13 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
     /// After a transfer by `source`: the fault recorded for it, if any.
     /// Records of other devices read on the way are parked for them.
     /// The common case — nothing pending, nothing parked — costs one
-    /// register read.
+    /// register read; a pending record of `source` itself is handed back
+    /// without being parked (nothing is allocated either way).
     pub fn claim_fault(&mut self, source: Bdf) -> FaultClaim {
-        self.drain();
-        let (first, _) = if self.mailbox.is_empty() { (None, 0) } else { self.mailbox.take(source) };
+        let own = self.drain(source);
+        // A record parked earlier (read by another device's claim) came
+        // first; the one just read is then dropped, as `take` drops all.
+        let first = if self.mailbox.is_empty() { own } else { self.mailbox.take(source).0.or(own) };
         // Always note the loss generation: a transfer that failed anyway
         // has nothing more to learn from an older loss.
         let lost = self.mailbox.lost_since_last(source);
@@ -379,33 +374,27 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
     /// (timed out): drop the records it may have left, so they are not
     /// taken for the new transfer's. Returns them (for a log line).
     pub fn discard_faults(&mut self, source: Bdf) -> usize {
-        self.drain();
+        let own = self.drain(source).is_some() as usize;
         self.mailbox.lost_since_last(source);
-        self.mailbox.take(source).1
+        own + self.mailbox.take(source).1
     }
 
-    /// Move the hardware's pending records into the mailbox.
-    fn drain(&mut self) {
-        let f = self.take_faults();
-        if f.overflow {
-            self.mailbox.overflowed();
-        }
-        for rec in f.records {
-            self.mailbox.park(rec);
-        }
-    }
-
-    /// Read and clear every pending fault record (and the overflow flag).
-    /// The common case — nothing pending — costs one register read: the
-    /// records are read and decoded only when FSTS says one is there.
-    /// Private: a reader must park other devices' records ([`Iommu::claim_fault`]).
-    fn take_faults(&mut self) -> Faults {
-        let mut out = Faults::default();
+    /// Read and clear every pending fault record (and the overflow flag):
+    /// the first record of `source` is returned, the others are parked for
+    /// their devices (a second one of `source` goes with the first: a
+    /// transfer stops at its first fault). The common case — nothing
+    /// pending — costs one register read: records are read and decoded
+    /// only when FSTS says one is there.
+    fn drain(&mut self, source: Bdf) -> Option<FaultRecord> {
         let fsts = self.regs.read32(FSTS);
         if fsts & (FSTS_PPF | FSTS_CLEAR) == 0 {
-            return out;
+            return None;
         }
-        out.overflow = fsts & FSTS_PFO != 0;
+        if fsts & FSTS_PFO != 0 {
+            self.mailbox.overflowed();
+            self.stats.overflows += 1;
+        }
+        let mut own = None;
         let (base, n) = (self.cap.fault_offset(), self.cap.fault_records());
         let first = ((fsts >> 8) & 0xff) as usize % n;
         for k in 0..n {
@@ -413,12 +402,15 @@ impl<R: Registers, M: TableMemory> Iommu<R, M> {
             let hi = self.regs.read64(off + 8);
             let Some(rec) = FaultRecord::decode(self.regs.read64(off), hi) else { continue };
             self.regs.write64(off + 8, 1 << 63); // F is write-1-to-clear
-            out.records.push(rec);
+            self.stats.faults += 1;
+            match own {
+                None if rec.source == source => own = Some(rec),
+                Some(_) if rec.source == source => {}
+                _ => self.mailbox.park(rec),
+            }
         }
         self.regs.write32(FSTS, FSTS_CLEAR);
-        self.stats.faults += out.records.len() as u64;
-        self.stats.overflows += out.overflow as u64;
-        out
+        own
     }
 }
 

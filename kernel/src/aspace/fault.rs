@@ -140,31 +140,42 @@ impl AddressSpace {
             // are; the rest go through `resolve` (which looks again).
             let fast = vma.filter(|v| v.prot.contains(need)).map_or(want.start()..want.start(), |v| v.range.start()..v.range.end());
             let view = self.view(&mut inner);
-            // The leaf table of the current 2 MiB block: one walk per block.
-            // Entries are loaded when used (never cached across a resolve,
-            // which may change any entry); nodes stay (freed only on drop).
-            let mut node: (u64, Option<&hmm::pt::Node>) = (u64::MAX, None);
-            for va in want.page_addrs() {
-                let block = va & !(hmm::pt::span(2) - 1);
-                if node.0 != block {
-                    node = (block, view.leaf_node(va));
-                }
-                let present = node.1.filter(|_| fast.contains(&va)).and_then(|n| CpuLayout::decode_leaf(n[hmm::pt::index(va, 1)].load(Ordering::Acquire))).filter(|l| l.write || !round.write);
-                let p = match present {
-                    Some(l) => hmm::CpuPage { frame: l.addr, writable: l.write },
-                    None => {
-                        node.0 = u64::MAX; // resolve may have made the leaf table
-                        cpu_page(inner.resolve(self.id, va, access, protect)?)
+            // Per 2 MiB block one walk to its leaf table, then a tight loop
+            // over its entries while pages are present with the access
+            // asked for (and inside the VMA that allows it). A page that is
+            // not goes through `resolve` alone; the next page walks again
+            // (resolve may make the leaf table or change any entry; nodes
+            // stay: freed only on drop).
+            let mut va = want.start();
+            while va < want.end() {
+                if fast.contains(&va) {
+                    if let Some(node) = view.leaf_node(va) {
+                        let stop = want.end().min(fast.end).min((va | (hmm::pt::span(2) - 1)) + 1);
+                        let first = hmm::pt::index(va, 1);
+                        for e in &node[first..first + ((stop - va) / 4096) as usize] {
+                            let Some(l) = CpuLayout::decode_leaf(e.load(Ordering::Acquire)).filter(|l| l.write || !round.write) else { break };
+                            if !batch.push(va, hmm::CpuPage { frame: l.addr, writable: l.write }, true) {
+                                return Ok(());
+                            }
+                            va += 4096;
+                        }
+                        if va == stop {
+                            continue;
+                        }
                     }
-                };
+                }
+                let p = cpu_page(inner.resolve(self.id, va, access, protect)?);
                 if !batch.push(va, p, true) {
                     return Ok(());
                 }
+                va += 4096;
             }
             if round.window > 1 {
                 window = hmm::cpu::prefault_window(want, round.window, vma.map(|v| v.range));
             }
-            for r in hmm::cpu::outside(window, want).filter(|_| window != want) {
+            // (No neighbours — prefault off — is the common case: skip the
+            // range arithmetic.)
+            for r in (window != want).then(|| hmm::cpu::outside(window, want)).into_iter().flatten() {
                 if round.populate {
                     for va in r.page_addrs() {
                         let p = match self.view(&mut inner).get(va) {
@@ -212,9 +223,12 @@ fn cpu_page(p: CpuPte) -> hmm::CpuPage {
 }
 
 /// Every resident, user-accessible page of `r` into `batch` (one walk);
-/// false if the batch's sink stopped the round.
+/// false if the batch's sink stopped the round. By `fold`, the walker's
+/// tight loop per leaf table (`all` would resume its state machine per
+/// page); after a stop the rest is only walked, not pushed (a stop is a
+/// retry: rare).
 fn push_resident(view: &CpuView<'_>, r: hmm::VaRange, batch: &mut hmm::RoundBatch<'_>) -> bool {
-    view.iter(r).all(|(va, l)| batch.push(va.as_u64(), hmm::CpuPage { frame: l.addr, writable: l.write }, false))
+    view.iter(r).fold(true, |go, (va, l)| go && batch.push(va.as_u64(), hmm::CpuPage { frame: l.addr, writable: l.write }, false))
 }
 
 /// The CPU tables as `hmm::pt`'s walker reads them.

@@ -25,10 +25,10 @@ pub type KernelMm = hmm::Mm<VtdLayout, KernelTableMemory, KernelSpace>;
 /// One device's mirror of a process.
 pub type KernelMirror = hmm::Mirror<VtdLayout, KernelTableMemory>;
 
-/// An address space, seen from HMM (weakly: HMM never keeps a process alive).
-pub struct KernelSpace {
-    aspace: Weak<AddressSpace>,
-}
+/// An address space, seen from HMM: the kernel's [`AddressSpace`] itself,
+/// held weakly by `hmm::Mm` (HMM never keeps a process alive). One `Weak`
+/// upgrade per fault round, not two (a wrapper holding another `Weak`).
+pub type KernelSpace = AddressSpace;
 
 fn cpu_error(e: aspace::AccessError) -> CpuFaultError {
     match e.reason {
@@ -40,55 +40,45 @@ fn cpu_error(e: aspace::AccessError) -> CpuFaultError {
     }
 }
 
-impl MirroredSpace for KernelSpace {
+impl MirroredSpace for AddressSpace {
+    // Each method forwards to the inherent one of the same name (inherent
+    // methods win in `AddressSpace::name` paths), converting the page type.
     fn walk(&self, va: u64) -> Option<CpuPage> {
-        let p = self.aspace.upgrade()?.walk(va)?;
+        let p = AddressSpace::walk(self, va)?;
         Some(CpuPage { frame: p.frame.start_address(), writable: p.writable })
     }
 
     fn fault_in(&self, va: u64, write: bool) -> Result<CpuPage, CpuFaultError> {
-        let a = self.aspace.upgrade().ok_or(CpuFaultError::NoVma)?;
-        let p = a.fault_in(va, write).map_err(cpu_error)?;
+        let p = AddressSpace::fault_in(self, va, write).map_err(cpu_error)?;
         Ok(CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable })
     }
 
     fn fault_round(&self, round: &hmm::FaultRound, sink: &mut dyn FnMut(&[hmm::RoundPage]) -> bool) -> Result<(), (u64, CpuFaultError)> {
-        let a = self.aspace.upgrade().ok_or((round.want.start(), CpuFaultError::NoVma))?;
-        a.fault_round(round, sink).map_err(|e| (e.addr & !0xfff, cpu_error(e)))
+        AddressSpace::fault_round(self, round, sink).map_err(|e| (e.addr & !0xfff, cpu_error(e)))
     }
 
     fn set_dirty(&self, va: u64) {
-        if let Some(a) = self.aspace.upgrade() {
-            a.set_dirty(va);
-        }
+        AddressSpace::set_dirty(self, va);
     }
 
     fn walk_range(&self, range: VaRange, f: &mut dyn FnMut(u64, CpuPage)) {
-        if let Some(a) = self.aspace.upgrade() {
-            a.walk_range(range, &mut |va, p| f(va, CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable }));
-        }
+        AddressSpace::walk_range(self, range, &mut |va, p| f(va, CpuPage { frame: PhysAddr::new(p.frame.start_address().as_u64()), writable: p.writable }));
     }
 
     fn page_states(&self, range: VaRange, f: &mut dyn FnMut(u64, hmm::CpuPageState)) {
-        if let Some(a) = self.aspace.upgrade() {
-            a.page_states(range, &mut |va, s| f(va, to_hmm(s)));
-        }
+        AddressSpace::page_states(self, range, &mut |va, s| f(va, to_hmm(s)));
     }
 
     fn page_state(&self, va: u64) -> hmm::CpuPageState {
-        match self.aspace.upgrade() {
-            Some(a) => to_hmm(a.page_state(va)),
-            None => hmm::CpuPageState::Hole,
-        }
+        to_hmm(AddressSpace::page_state(self, va))
     }
 
     fn extent(&self, va: u64) -> Option<VaRange> {
-        Some(self.aspace.upgrade()?.vma_at(va)?.range)
+        Some(self.vma_at(va)?.range)
     }
 
     fn make_exclusive(&self, range: VaRange, owner: DeviceId) -> Result<Vec<CpuPage>, CpuFaultError> {
-        let a = self.aspace.upgrade().ok_or(CpuFaultError::NoVma)?;
-        let pages = a.make_exclusive(range, owner.0).map_err(cpu_error)?;
+        let pages = AddressSpace::make_exclusive(self, range, owner.0).map_err(cpu_error)?;
         Ok(pages.into_iter().map(|p| CpuPage { frame: p.frame.start_address(), writable: true }).collect())
     }
 }
@@ -143,8 +133,6 @@ impl Listener for HmmListener {
 /// HMM attached to one process.
 pub struct ProcessHmm {
     pub mm: Arc<KernelMm>,
-    // Keeps the `Weak` inside `mm` valid for as long as HMM is attached.
-    _space: Arc<KernelSpace>,
     aspace: Weak<AddressSpace>,
     listener: aspace::ListenerId,
 }
@@ -152,10 +140,9 @@ pub struct ProcessHmm {
 impl ProcessHmm {
     /// Start mirroring support for `a`: HMM hears every change from now on.
     pub fn attach(a: &Arc<AddressSpace>) -> ProcessHmm {
-        let space = Arc::new(KernelSpace { aspace: Arc::downgrade(a) });
-        let mm = KernelMm::new(Arc::downgrade(&space));
+        let mm = KernelMm::new(Arc::downgrade(a));
         let listener = a.register_listener(Arc::new(HmmListener { mm: mm.clone() }));
-        ProcessHmm { mm, _space: space, aspace: Arc::downgrade(a), listener }
+        ProcessHmm { mm, aspace: Arc::downgrade(a), listener }
     }
 }
 
