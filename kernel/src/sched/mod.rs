@@ -73,6 +73,7 @@
 //!   never halts while its own queue holds a runnable task; ready tasks of
 //!   other CPUs are found at the latest at its next tick.
 
+pub mod halted;
 mod switch;
 mod task;
 
@@ -265,6 +266,7 @@ fn idle_loop() -> ! {
             reschedule(Park::Idle);
         } else {
             of(me).idle_halts.fetch_add(1, Ordering::Relaxed);
+            halted::halting(me);
             interrupts::enable_and_hlt();
         }
     }
