@@ -68,7 +68,7 @@ fn machine_for(name: &str, common: &Machine) -> Machine {
 /// The processor counts a kernel is booted with (each a separate run).
 fn cpu_counts(name: &str) -> &'static [u8] {
     match name {
-        "smp_boot" | "interrupts" | "lock_order_reversed" | "tlb_shootdown" => &[1, 2, 4],
+        "smp_boot" | "interrupts" | "lock_order_reversed" | "tlb_shootdown" | "halted_clock" => &[1, 2, 4],
         // Not at 2 CPUs: there a sleeper sharing a CPU with a ring-3 hog
         // waits until the hog ends (its first check fails whatever the
         // hog's length). An open scheduler bug of issue 16; 1 and 4 pass.

@@ -81,6 +81,7 @@ struct Snap {
     resched_ipis: u64,
     shootdown_ipis: u64,
     ticks: u64,
+    switches: u64,
 }
 
 impl Snap {
@@ -91,6 +92,7 @@ impl Snap {
             resched_ipis: irq::ipi_counts().0,
             shootdown_ipis: shootdown::stats().ipis,
             ticks: cpus::online().iter().map(irq::cpu_ticks).sum(),
+            switches: sched::totals().0,
         }
     }
 }
@@ -250,6 +252,8 @@ struct Row {
     resched_ipis: u64,
     shootdown_ipis: u64,
     ticks: u64,
+    /// Task switches on all CPUs (each a wake-up or a park).
+    switches: u64,
 }
 
 fn run_row(kind: Kind, k: usize) -> Result<Row, &'static str> {
@@ -314,6 +318,7 @@ fn run_row(kind: Kind, k: usize) -> Result<Row, &'static str> {
         resched_ipis: end.resched_ipis - start.resched_ipis,
         shootdown_ipis: end.shootdown_ipis - start.shootdown_ipis,
         ticks: end.ticks - start.ticks,
+        switches: end.switches - start.switches,
     })
 }
 
@@ -324,6 +329,12 @@ fn ratio(n: u64, d: u64) -> alloc::string::String {
     }
     let h = n.saturating_mul(100) / d;
     alloc::format!("{}.{:02}", h / 100, h % 100)
+}
+
+/// A rate: two decimals below 100, else whole with thousands separators.
+fn rate(n: u64, per: u64, d: u64) -> alloc::string::String {
+    let x = n.saturating_mul(per) / d.max(1);
+    if x >= 100 { super::thousands(x) } else { ratio(n.saturating_mul(per), d) }
 }
 
 /// Idle machine: (TSC cycles per second, busy TSC cycles per second), from
@@ -354,7 +365,7 @@ pub(super) fn run() -> bool {
     } else {
         println!("  no exact icount: the TSC counts host time ({} MHz, calibrated against 100 LAPIC ticks); figures below are wall-clock, instruction counts are not exact", hz / 1_000_000);
     }
-    let (jobs, prefault_jobs, rounds) = if exact { (32, 64, 4) } else { (8, 16, 64) };
+    let (jobs, prefault_jobs, rounds) = if exact { (32, 64, 4) } else { (8, 16, 256) };
     let mut rows: Vec<(&str, Kind, usize, Row)> = Vec::new();
     let mut ok = true;
     let kinds = [
@@ -370,8 +381,8 @@ pub(super) fn run() -> bool {
             match run_row(kind, k) {
                 Ok(r) => {
                     println!(
-                        "  {name}, {k} CPU(s): {} jobs, {} faults, {} pages, {} context switches, {} TSC cycles ({} all halted), {} timer ticks on all CPUs, {} + {} IPIs, {} retries",
-                        r.tally.jobs, r.tally.faults, r.tally.pages, r.tally.context_switches, r.elapsed, r.halted, r.ticks, r.resched_ipis, r.shootdown_ipis, r.tally.retries
+                        "  {name}, {k} CPU(s): {} jobs, {} faults, {} pages, {} context switches, {} TSC cycles ({} all halted), {} timer ticks and {} task switches on all CPUs, {} + {} IPIs, {} retries",
+                        r.tally.jobs, r.tally.faults, r.tally.pages, r.tally.context_switches, r.elapsed, r.halted, r.ticks, r.switches, r.resched_ipis, r.shootdown_ipis, r.tally.retries
                     );
                     rows.push((name, kind, k, r));
                 }
@@ -384,27 +395,24 @@ pub(super) fn run() -> bool {
     }
     let ms = |cycles: u64| cycles.saturating_mul(1_000) / hz.max(1);
     println!("\n<!-- readme-throughput:begin -->");
-    if exact {
-        println!("| path | CPUs | jobs | faults | pages mirrored | virtual ms | of it all halted | faults / virtual s | busy instructions / fault | of it idle ticks | IPIs / fault (resched + shootdown) | retries |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
-    } else {
-        println!("| path | CPUs | jobs | faults | pages mirrored | wall ms | of it all halted | faults / wall s | | | IPIs / fault (resched + shootdown) | retries |");
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
-    }
+    let clock = if exact { "virtual" } else { "wall" };
+    println!("| path | CPUs | jobs | faults | pages mirrored | {clock} ms | of it all CPUs halted | faults / {clock} s | pages / {clock} s | busy instructions / fault | of it idle ticks | task switches / fault | IPIs / fault (resched + shootdown) | retries |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for (name, kind, k, r) in &rows {
         let t = &r.tally;
         let busy = r.elapsed.saturating_sub(r.halted);
         let idle = idle_busy.saturating_mul(r.elapsed) / hz.max(1);
-        let per_s = t.faults.saturating_mul(hz) / r.elapsed.max(1);
         let jobs = if matches!(kind, Kind::Device { .. }) { super::thousands(t.jobs) } else { "-".into() };
-        let (per_fault, idle_per_fault) = if exact { (super::thousands(busy / t.faults.max(1)), super::thousands(idle / t.faults.max(1))) } else { ("".into(), "".into()) };
+        let (per_fault, idle_per_fault) = if exact { (super::thousands(busy / t.faults.max(1)), super::thousands(idle / t.faults.max(1))) } else { ("n/a".into(), "n/a".into()) };
         println!(
-            "| {name} | {k} | {jobs} | {} | {} | {} | {} | {} | {per_fault} | {idle_per_fault} | {} ({} + {}) | {} |",
+            "| {name} | {k} | {jobs} | {} | {} | {} | {} | {} | {} | {per_fault} | {idle_per_fault} | {} | {} ({} + {}) | {} |",
             super::thousands(t.faults),
             super::thousands(t.pages),
             super::thousands(ms(r.elapsed)),
             super::thousands(ms(r.halted)),
-            super::thousands(per_s),
+            rate(t.faults, hz, r.elapsed),
+            rate(t.pages, hz, r.elapsed),
+            ratio(r.switches, t.faults),
             ratio(r.resched_ipis + r.shootdown_ipis, t.faults),
             ratio(r.resched_ipis, t.faults),
             ratio(r.shootdown_ipis, t.faults),
