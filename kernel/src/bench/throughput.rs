@@ -218,7 +218,8 @@ fn finish_one() {
     let k = PLAN.lock().map_or(0, |(_, k)| k);
     if DONE.fetch_add(1, Ordering::SeqCst) + 1 == k {
         *END.lock() = Some(Snap::now());
-        if let Some(id) = *COORDINATOR.lock() {
+        let coordinator = *COORDINATOR.lock();
+        if let Some(id) = coordinator {
             sched::wake(id);
         }
     }
@@ -230,6 +231,8 @@ fn worker(i: u64) {
     READY.fetch_add(1, Ordering::SeqCst);
     block_until(|| PHASE.load(Ordering::SeqCst) >= 1);
     let t = match &s {
+        // Phase 2 at once: the coordinator gave up waiting for the others.
+        _ if PHASE.load(Ordering::SeqCst) >= 2 => Tally { failed: Some("abandoned"), ..Tally::default() },
         Ok(s) => measured(s, kind),
         Err(e) => Tally { failed: Some(e), ..Tally::default() },
     };
@@ -280,15 +283,19 @@ fn run_row(kind: Kind, k: usize) -> Result<Row, &'static str> {
             }
         }
     }
-    if !poll_until(6_000, || READY.load(Ordering::SeqCst) == k) {
-        return Err("workers did not start");
-    }
     let wake_all = |phase: u64| {
         PHASE.store(phase, Ordering::SeqCst);
         for t in &tasks {
             sched::wake(t.id);
         }
     };
+    if !poll_until(6_000, || READY.load(Ordering::SeqCst) == k) {
+        // Those that started tear down without measuring.
+        wake_all(2);
+        poll_until(6_000, || ALIVE.load(Ordering::SeqCst) == 0);
+        *COORDINATOR.lock() = None;
+        return Err("workers did not start");
+    }
     let start = Snap::now();
     wake_all(1);
     block_until(|| DONE.load(Ordering::SeqCst) == k);
