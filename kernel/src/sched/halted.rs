@@ -10,17 +10,21 @@
 //! the guest has no clock that runs on one without the other.
 //!
 //! Protocol: the idle loop calls [`halting`] with interrupts off just
-//! before its `sti; hlt`; the first interrupt the CPU takes calls
-//! [`woke`] (from the trap dispatcher, before the handler). Both update
-//! the set of halted CPUs under one spin lock (interrupts are off in both,
-//! and it is held for a few instructions): when the set becomes every
-//! online CPU the time is noted, when it stops being so the interval is
-//! added to the total. Counted as halted by mistake: the few instructions
-//! between `halting` and `hlt`, and the trap entry before `woke`. Halts
-//! outside the idle loop (before the scheduler starts, or a bench holder
-//! task's `hlt`) are not seen: the interval then counts as busy.
+//! before its `sti; hlt`, and [`running`] when the `hlt` returned (after
+//! the interrupt's handler). Both update the set of halted CPUs under one
+//! spin lock, taken only with interrupts off and for a few instructions:
+//! when the set becomes every online CPU the time is noted and [`ALL`]
+//! set; the first CPU to run again adds the interval to the total. That
+//! CPU's interrupt entry already ends the interval ([`woke`], called by
+//! the trap dispatcher before any handler), so the handler counts as busy;
+//! while not every CPU is halted, `woke` is one load. Counted as halted by
+//! mistake: the few instructions between `halting` and `hlt`, the trap
+//! entry before `woke`, and a handler that was already running when the
+//! last other CPU halted. Halts outside the idle loop (before the scheduler
+//! starts, or a bench holder task's `hlt`) are not seen: the interval then
+//! counts as busy.
 
-use crate::cpus::{self, CpuId, MAX_CPUS};
+use crate::cpus::{self, CpuId};
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
@@ -33,38 +37,44 @@ struct State {
 }
 
 static STATE: Mutex<State> = Mutex::new(State { halted: 0, since: 0, total: 0 });
-/// Whether each CPU is inside `halting` .. `woke` (read without the lock
-/// on every interrupt).
-static HALTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Every online CPU is halted and the interval since `since` is open (read
+/// without the lock on every interrupt).
+static ALL: AtomicBool = AtomicBool::new(false);
 
 /// `me` is about to `hlt` in its idle loop (interrupts off).
 pub(super) fn halting(me: CpuId) {
-    HALTED[me.index()].store(true, Ordering::SeqCst);
     let mut s = STATE.lock();
     s.halted |= 1 << me.index();
     if s.halted == cpus::online().bits() {
         s.since = crate::cycles::now();
+        ALL.store(true, Ordering::SeqCst);
     }
 }
 
-/// An interrupt arrived on this CPU (interrupts off): if it ended an idle
-/// `hlt`, the CPU is no longer halted.
-pub fn woke() {
-    let me = cpus::this_cpu();
-    if !HALTED[me.index()].load(Ordering::SeqCst) {
-        return;
-    }
-    HALTED[me.index()].store(false, Ordering::SeqCst);
-    let mut s = STATE.lock();
-    if s.halted == cpus::online().bits() {
-        let now = crate::cycles::now();
-        s.total += now.wrapping_sub(s.since);
+/// `me` runs again (interrupts off): it left the set, and an open interval
+/// ends now.
+fn stop(s: &mut State, me: CpuId) {
+    if ALL.swap(false, Ordering::SeqCst) {
+        s.total += crate::cycles::now().wrapping_sub(s.since);
     }
     s.halted &= !(1 << me.index());
 }
 
+/// An interrupt arrived on this CPU (interrupts off): if every CPU was
+/// halted, this one no longer is.
+pub fn woke() {
+    if ALL.load(Ordering::SeqCst) {
+        stop(&mut STATE.lock(), cpus::this_cpu());
+    }
+}
+
+/// `me`'s idle `hlt` returned.
+pub(super) fn running(me: CpuId) {
+    x86_64::instructions::interrupts::without_interrupts(|| stop(&mut STATE.lock(), me));
+}
+
 /// TSC cycles during which every online CPU was halted in its idle loop,
-/// since boot (an interval still running is not included).
+/// since boot (an interval still open is not included).
 pub fn all_halted_cycles() -> u64 {
     x86_64::instructions::interrupts::without_interrupts(|| STATE.lock().total)
 }

@@ -268,6 +268,7 @@ fn idle_loop() -> ! {
             of(me).idle_halts.fetch_add(1, Ordering::Relaxed);
             halted::halting(me);
             interrupts::enable_and_hlt();
+            halted::running(me);
         }
     }
 }
