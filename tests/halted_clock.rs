@@ -2,8 +2,9 @@
 //! benchmark subtracts from the TSC to count the instructions all CPUs
 //! ran (under icount the virtual clock warps only while every CPU halts).
 //! Run at 1, 2 and 4 CPUs: an idle machine is halted nearly all the time;
-//! while one CPU spins — the test's own, or another while the test sleeps
-//! — the clock never runs, though the other CPUs halt.
+//! while one CPU spins — the test's own, or another, woken while this one
+//! ran, while the test sleeps — the clock never runs, though the other
+//! CPUs halt.
 #![no_std]
 #![no_main]
 
@@ -55,11 +56,14 @@ fn a_spinner_elsewhere_stops_the_clock() {
         return; // one CPU: the test's own spin above is the case
     };
     SPIN.store(true, Ordering::SeqCst);
+    // From before the spawn: `last` is woken (and starts the spinner)
+    // while this CPU runs, so only its own return from `hlt` takes it out
+    // of the halted set; then this CPU sleeps.
+    let h0 = halted::all_halted_cycles();
     sched::spawn_kernel("spinner".into(), spinner, 0, Some(last)).expect("a task");
     while !SPINNING.load(Ordering::SeqCst) {
-        sched::sleep_ms(1);
+        core::hint::spin_loop();
     }
-    let h0 = halted::all_halted_cycles();
     sched::sleep_ms(50); // this CPU (and the others) halt; `last` spins
     let h = halted::all_halted_cycles() - h0;
     SPIN.store(false, Ordering::SeqCst);
