@@ -163,7 +163,6 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         fatal(&TrapReport { frame, cr2: (vector == 14).then(|| VirtAddr::new_truncate(Cr2::read_raw())), overflowed: None })
     }
     if vector >= 32 {
-        crate::sched::halted::woke(); // ends an "every CPU halted" interval, if one is open
         let h = HANDLERS[vector as usize].load(Ordering::SeqCst);
         if h == 0 {
             log::warn!("interrupt on vector {vector} with no handler");

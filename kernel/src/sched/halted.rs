@@ -13,16 +13,16 @@
 //! before its `sti; hlt`, and [`running`] when the `hlt` returned (after
 //! the interrupt's handler). Both update the set of halted CPUs under one
 //! spin lock, taken only with interrupts off and for a few instructions:
-//! when the set becomes every online CPU the time is noted and [`ALL`]
-//! set; the first CPU to run again adds the interval to the total. That
-//! CPU's interrupt entry already ends the interval ([`woke`], called by
-//! the trap dispatcher before any handler), so the handler counts as busy;
-//! while not every CPU is halted, `woke` is one load. Counted as halted by
-//! mistake: the few instructions between `halting` and `hlt`, the trap
-//! entry before `woke`, and a handler that was already running when the
-//! last other CPU halted. Halts outside the idle loop (before the scheduler
-//! starts, or a bench holder task's `hlt`) are not seen: the interval then
-//! counts as busy.
+//! when the set becomes every online CPU the time is noted, and the first
+//! CPU to run again adds the interval to the total. Counted as halted by
+//! mistake: the few instructions between `halting` and `hlt`, and the
+//! interrupt that ends the interval (entry, handler, exit: a few hundred
+//! instructions per interval). Not hooked into the interrupt entry on
+//! purpose: that moved the shootdown IPI handler by a few instructions and
+//! `tlb_shootdown` at 4 CPUs then lost a write in 6 of 50 runs (0 of 30
+//! without; see the branch's report). Halts outside the idle loop (before
+//! the scheduler starts, or a bench holder task's `hlt`) are not seen: the
+//! interval then counts as busy.
 
 use crate::cpus::{self, CpuId};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +37,7 @@ struct State {
 }
 
 static STATE: Mutex<State> = Mutex::new(State { halted: 0, since: 0, total: 0 });
-/// Every online CPU is halted and the interval since `since` is open (read
-/// without the lock on every interrupt).
+/// Every online CPU is halted and the interval since `since` is open.
 static ALL: AtomicBool = AtomicBool::new(false);
 
 /// `me` is about to `hlt` in its idle loop (interrupts off).
@@ -58,14 +57,6 @@ fn stop(s: &mut State, me: CpuId) {
         s.total += crate::cycles::now().wrapping_sub(s.since);
     }
     s.halted &= !(1 << me.index());
-}
-
-/// An interrupt arrived on this CPU (interrupts off): if every CPU was
-/// halted, this one no longer is.
-pub fn woke() {
-    if ALL.load(Ordering::SeqCst) {
-        stop(&mut STATE.lock(), cpus::this_cpu());
-    }
 }
 
 /// `me`'s idle `hlt` returned.
