@@ -4,18 +4,29 @@
 #   scripts/bench-readme.sh            run both benchmarks, rewrite README.md
 #   scripts/bench-readme.sh GUEST HOST rewrite from saved outputs of
 #                                      `cargo run -- --bench` and `cargo bench -p hmm`
+#   scripts/bench-readme.sh --only NAME GUEST
+#                                      rewrite one guest table (e.g. throughput)
+#                                      from a saved `cargo run -- --bench --smp 4`
 #
 # The benchmarks print their tables between `<!-- readme-guest:begin/end -->`,
-# `<!-- readme-tlb:begin/end -->` (the guest run's shootdown table) and
-# `<!-- readme-host:begin/end -->` markers; the README holds the same
+# `<!-- readme-tlb:begin/end -->` (the guest run's shootdown table),
+# `<!-- readme-throughput:begin/end -->` (its device-fault throughput at
+# 1, 2 and 4 CPUs) and `<!-- readme-host:begin/end -->` markers; the README holds the same
 # markers, and everything between them is replaced (plus the machine and
 # date line between `readme-machine` markers). Nothing is typed by hand, so
 # the tables cannot go stale silently: rerun this after a change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-guest=${1:-}
-host=${2:-}
+only=
+if [[ ${1:-} == --only ]]; then
+    only=${2:?--only NAME GUEST}
+    guest=${3:?--only NAME GUEST}
+    host=
+else
+    guest=${1:-}
+    host=${2:-}
+fi
 if [[ -z $guest ]]; then
     guest=$(mktemp)
     host=$(mktemp)
@@ -37,7 +48,15 @@ replace() { # name content-file
 }
 
 tmp=$(mktemp)
-for name in guest tlb host; do
+if [[ -n $only ]]; then
+    block "$only" "$guest" >"$tmp"
+    [[ -s $tmp ]] || { echo "no readme-$only table in $guest" >&2; exit 1; }
+    replace "$only" "$tmp"
+    rm -f "$tmp"
+    echo "README.md readme-$only table rewritten"
+    exit 0
+fi
+for name in guest tlb throughput host; do
     file=$guest
     [[ $name == host ]] && file=$host
     block "$name" "$file" >"$tmp"

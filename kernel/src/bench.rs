@@ -15,6 +15,7 @@
 //! as a Markdown table between `readme-guest` markers, which
 //! `scripts/bench-readme.sh` pastes into the README.
 
+mod throughput;
 mod tlb;
 
 use crate::aspace::Prot;
@@ -239,6 +240,10 @@ fn thousands(n: u64) -> alloc::string::String {
 }
 
 pub fn run() -> bool {
+    // `--cmdline bench=throughput`: that table alone (e.g. under `--accel mttcg`).
+    if crate::cmdline::get(crate::boot_info().cmdline(), "bench") == Some("throughput") {
+        return throughput::run();
+    }
     let exact = cycles::icount_shift() == Some(0);
     println!("\n== hmmos in-guest benchmarks ==");
     println!("cycles are {}", if exact { "instructions (icount shift=0: exact and repeatable)" } else { "TSC ticks (not instruction-exact: use cargo run -- --bench)" });
@@ -323,5 +328,6 @@ pub fn run() -> bool {
     target_row("IOTLB commands for one munmap (any size above, and pages [3, 4099))", max_cmds, 2, "commands");
     println!("<!-- readme-guest:end -->");
     let tlb = tlb::run();
-    ok && unaligned.is_ok() && tlb
+    let throughput = throughput::run();
+    ok && unaligned.is_ok() && tlb && throughput
 }

@@ -71,7 +71,7 @@ fn cpu_counts(name: &str) -> &'static [u8] {
     match name {
         // user_sched at 2 CPUs caught a vCPU starved by TCG's round-robin
         // under icount (see `sched::preempt_point`).
-        "smp_boot" | "interrupts" | "lock_order_reversed" | "tlb_shootdown" | "user_sched" => &[1, 2, 4],
+        "smp_boot" | "interrupts" | "lock_order_reversed" | "tlb_shootdown" | "user_sched" | "halted_clock" => &[1, 2, 4],
         // The races it exists for need CPUs: 4 (issue 16).
         "smp_stress" => &[4],
         "sched_races" => &[],

@@ -77,6 +77,7 @@
 //!   never halts while its own queue holds a runnable task; ready tasks of
 //!   other CPUs are found at the latest at its next tick.
 
+pub mod halted;
 mod switch;
 mod task;
 
@@ -269,7 +270,9 @@ fn idle_loop() -> ! {
             reschedule(Park::Idle);
         } else {
             of(me).idle_halts.fetch_add(1, Ordering::Relaxed);
+            halted::halting(me);
             interrupts::enable_and_hlt();
+            halted::running(me);
         }
     }
 }
