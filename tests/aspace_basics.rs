@@ -7,6 +7,7 @@
 extern crate alloc;
 use alloc::vec;
 use kernel::aspace::{Access, AccessError, AccessFailure, AddressSpace, AspaceError, MmapError, Prot, RangeError};
+use hmm::VaRange;
 use kernel::mm::frames;
 use kernel::{tests, BootInfo};
 
@@ -15,7 +16,7 @@ kernel::entry!(main);
 fn main(_: &'static BootInfo) -> ! {
     kernel::testing::run(
         "aspace_basics",
-        tests![demand_paging_zero_fills_on_first_touch, out_of_frames_is_an_error, munmap_splits_an_area, mprotect_read_only_reports_writes, bad_accesses_are_errors, mmap_placement_and_errors, teardown_leaks_nothing, several_address_spaces_are_independent],
+        tests![demand_paging_zero_fills_on_first_touch, out_of_frames_is_an_error, munmap_splits_an_area, bulk_munmap_returns_every_frame, mprotect_read_only_reports_writes, bad_accesses_are_errors, mmap_placement_and_errors, teardown_leaks_nothing, several_address_spaces_are_independent],
     );
 }
 
@@ -135,6 +136,33 @@ fn several_address_spaces_are_independent() {
     b.copy_from_user(rb.start(), &mut y).unwrap();
     assert_eq!((&x, &y), (b"AAAA", b"BBBB"));
     assert_ne!(a.walk(ra.start()).unwrap().frame, b.walk(rb.start()).unwrap().frame);
+}
+
+/// A bulk munmap (more than `RELEASE_MAX` pages: dying entries, reaped
+/// after the flush, frames freed in batches) over two leaf nodes, with
+/// device-exclusive pages in it, gives back every frame and no more — the
+/// pages on both sides of the range stay, with their data.
+fn bulk_munmap_returns_every_frame() {
+    let a = AddressSpace::new().unwrap();
+    let pages = 3 * kernel::aspace::RELEASE_MAX as u64;
+    // 2 MiB-aligned base: pages [500, 500 + pages) cross into a second leaf node.
+    let r = a.mmap(Some(0x6000_0000), (pages + 1000) * 4096, Prot::READ | Prot::WRITE, true).unwrap();
+    for i in 0..pages + 1000 {
+        a.copy_to_user(r.start() + i * 4096, &[(i % 251) as u8]).unwrap();
+    }
+    let cut = VaRange::pages_from(r.start() + 500 * 4096, pages).unwrap();
+    a.make_exclusive(VaRange::pages_from(cut.start() + 7 * 4096, 3).unwrap(), 1).unwrap();
+    let free = frames::stats().free;
+    a.munmap(cut.start(), pages * 4096).unwrap();
+    assert_eq!(frames::stats().free, free + pages as usize, "every frame of the range came back (exclusive ones too), and only those");
+    for i in [0, 499, 500 + pages, pages + 999] {
+        let mut b = [0u8; 1];
+        a.copy_from_user(r.start() + i * 4096, &mut b).unwrap();
+        assert_eq!(b[0], (i % 251) as u8, "page {i} beside the range kept its data");
+    }
+    for i in [500, 507, 511, 512, 500 + pages - 1] {
+        assert!(a.walk(r.start() + i * 4096).is_none() && a.copy_from_user(r.start() + i * 4096, &mut [0u8; 1]).is_err(), "page {i} is gone");
+    }
 }
 
 fn out_of_frames_is_an_error() {

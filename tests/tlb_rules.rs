@@ -29,6 +29,7 @@ fn main(_: &'static BootInfo) -> ! {
         "tlb_rules",
         tests![
             munmap_leaves_no_stale_translation,
+            bulk_munmap_leaves_no_stale_translation,
             mprotect_read_only_takes_effect_at_once,
             migration_leaves_no_stale_translation,
             swap_out_writes_a_page_dirtied_through_the_tlb,
@@ -90,6 +91,27 @@ fn munmap_leaves_no_stale_translation() {
     assert!(e.is_err(), "read {b:x?} through a stale translation of an unmapped page (the new owner's data)");
     assert_eq!(e.unwrap_err().reason, AccessFailure::NoVma);
     assert_eq!(peek(r.start()), 0xaaaa_aaaa_aaaa_aaaa, "the neighbours stay");
+}
+
+/// The same for a bulk munmap (dying entries, more pages than a TLB
+/// token lists): no page read through the TLB before stays readable.
+fn bulk_munmap_leaves_no_stale_translation() {
+    let a = AddressSpace::new().unwrap();
+    let pages = 2 * kernel::aspace::RELEASE_MAX as u64;
+    let r = a.mmap(None, pages * 4096, rw(), false).unwrap();
+    for i in 0..pages {
+        a.copy_to_user(r.start() + i * 4096, &[0xaa; 8]).unwrap();
+    }
+    let _loaded = a.load();
+    for i in 0..pages {
+        assert_eq!(peek(r.start() + i * 4096), 0xaaaa_aaaa_aaaa_aaaa, "the TLB caches page {i} now");
+    }
+    a.munmap(r.start(), pages * 4096).unwrap();
+    for i in 0..pages {
+        let mut b = [0u8; 8];
+        let e = a.copy_from_user(r.start() + i * 4096, &mut b);
+        assert!(e.is_err(), "page {i}: read {b:x?} through a stale translation after a bulk munmap");
+    }
 }
 
 fn mprotect_read_only_takes_effect_at_once() {
