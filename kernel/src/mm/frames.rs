@@ -227,15 +227,17 @@ impl FreeBatch {
         clear_bits(map, w, mask);
         // As in `free_raw`: the next allocation looks here first.
         map.cursor = w;
-        map.stats.free += self.n;
         self.n = 0;
     }
 }
 
-/// Mark the frames of `mask` in bitmap word `w` free; each must be in use.
+/// Mark the frames of `mask` in bitmap word `w` free (each must be in
+/// use) and count them: the free count follows the bitmap, so a lost
+/// frame shows in [`stats`].
 fn clear_bits(map: &mut Bitmap, w: usize, mask: u64) {
     assert!(map.words[w] & mask == mask, "double free of a frame in {:#x}..{:#x}", w * 64 * 4096, (w + 1) * 64 * 4096);
     map.words[w] &= !mask;
+    map.stats.free += mask.count_ones() as usize;
 }
 
 impl Default for FreeBatch {
