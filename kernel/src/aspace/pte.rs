@@ -254,8 +254,14 @@ impl UserTables {
         self.view().leaf_nodes(start, end)
     }
 
-    /// The leaf entry of `va`; with `create`, missing tables are made.
+    /// The leaf entry of page `va`; with `create`, missing tables are
+    /// made. An address outside the user half has none (never a panic:
+    /// callers pass addresses users gave).
     pub fn entry(&mut self, va: u64, create: bool) -> Result<Option<Entry<'_>>, OutOfFrames> {
+        let va = va & !0xfff;
+        if va >= crate::mm::USER_END {
+            return Ok(None);
+        }
         if !create {
             return Ok(self.view().leaf_node(va).map(|n| Entry(&n[hmm::pt::index(va, 1)])));
         }
