@@ -7,6 +7,7 @@
 extern crate alloc;
 use alloc::vec;
 use kernel::aspace::{Access, AccessError, AccessFailure, AddressSpace, AspaceError, MmapError, Prot, RangeError};
+use hmm::VaRange;
 use kernel::mm::frames;
 use kernel::{tests, BootInfo};
 
@@ -15,7 +16,7 @@ kernel::entry!(main);
 fn main(_: &'static BootInfo) -> ! {
     kernel::testing::run(
         "aspace_basics",
-        tests![demand_paging_zero_fills_on_first_touch, out_of_frames_is_an_error, munmap_splits_an_area, mprotect_read_only_reports_writes, bad_accesses_are_errors, mmap_placement_and_errors, teardown_leaks_nothing, several_address_spaces_are_independent],
+        tests![demand_paging_zero_fills_on_first_touch, out_of_frames_is_an_error, munmap_splits_an_area, bulk_munmap_returns_every_frame, mprotect_read_only_reports_writes, bad_accesses_are_errors, mmap_placement_and_errors, teardown_leaks_nothing, several_address_spaces_are_independent],
     );
 }
 
@@ -135,6 +136,46 @@ fn several_address_spaces_are_independent() {
     b.copy_from_user(rb.start(), &mut y).unwrap();
     assert_eq!((&x, &y), (b"AAAA", b"BBBB"));
     assert_ne!(a.walk(ra.start()).unwrap().frame, b.walk(rb.start()).unwrap().frame);
+}
+
+/// A bulk munmap (more than `RELEASE_MAX` pages: dying entries, reaped
+/// after the flush, frames freed in batches) over two leaf nodes and two
+/// areas, with device-exclusive, swapped and swap-cached pages in it,
+/// gives back every frame and swap slot and no more — the pages on both
+/// sides of the range stay, with their data, and so do their areas.
+fn bulk_munmap_returns_every_frame() {
+    let swap = &kernel::aspace::swap::SWAP;
+    swap.init();
+    let slots = swap.stats().slots_in_use;
+    let a = AddressSpace::new().unwrap();
+    let pages = 3 * kernel::aspace::RELEASE_MAX as u64;
+    // 2 MiB-aligned base: pages [500, 500 + pages) cross into a second leaf node.
+    let r = a.mmap(Some(0x6000_0000), (pages + 1000) * 4096, Prot::READ | Prot::WRITE, true).unwrap();
+    for i in 0..pages + 1000 {
+        a.copy_to_user(r.start() + i * 4096, &[(i % 251) as u8]).unwrap();
+    }
+    let page = |i: u64, n: u64| VaRange::pages_from(r.start() + i * 4096, n).unwrap();
+    a.mprotect(r.start() + 500 * 4096, 5 * 4096, Prot::READ).unwrap(); // a second area
+    a.make_exclusive(page(507, 3), 1).unwrap();
+    assert_eq!(a.swap_out(page(520, 4)), 4);
+    a.copy_from_user(r.start() + 520 * 4096, &mut [0u8; 1]).unwrap(); // back in, slot kept as swap cache
+    a.copy_from_user(r.start() + 521 * 4096, &mut [0u8; 1]).unwrap();
+    let (free, map_frames) = (frames::stats().free, swap.stats().map_frames);
+    a.munmap(r.start() + 500 * 4096, pages * 4096).unwrap();
+    // The swap store keeps its slot counts in frames: one may go with the slots.
+    let map_freed = (map_frames - swap.stats().map_frames) as usize;
+    assert_eq!(frames::stats().free, free + pages as usize - 2 + map_freed, "every frame of the range came back (exclusive ones too; 2 pages were on swap), and only those");
+    assert_eq!(swap.stats().slots_in_use, slots, "every swap slot came back (swapped entries and swap-cache copies)");
+    let v = a.vmas();
+    assert_eq!(v.iter().map(|v| (v.range.start(), v.range.end())).collect::<alloc::vec::Vec<_>>(), [(r.start(), r.start() + 500 * 4096), (r.start() + (500 + pages) * 4096, r.end())], "both areas were cut");
+    for i in [0, 499, 500 + pages, pages + 999] {
+        let mut b = [0u8; 1];
+        a.copy_from_user(r.start() + i * 4096, &mut b).unwrap();
+        assert_eq!(b[0], (i % 251) as u8, "page {i} beside the range kept its data");
+    }
+    for i in [500, 507, 511, 512, 520, 523, 500 + pages - 1] {
+        assert!(a.walk(r.start() + i * 4096).is_none() && a.copy_from_user(r.start() + i * 4096, &mut [0u8; 1]).is_err(), "page {i} is gone");
+    }
 }
 
 fn out_of_frames_is_an_error() {

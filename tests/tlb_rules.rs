@@ -10,6 +10,9 @@
 //!   dirtied through the CPU — even by a write made after the change began
 //!   (a listener writes through the mapping in `invalidate_start`) — is
 //!   written to swap and reads back.
+//! * the frames a munmap takes out are still allocated when listeners hear
+//!   `invalidate_end` — after the TLB flush — small and bulk alike: no
+//!   frame is free while a CPU may still reach it.
 //! * on one CPU no shootdown round and no IPI is needed.
 #![no_std]
 #![no_main]
@@ -29,10 +32,12 @@ fn main(_: &'static BootInfo) -> ! {
         "tlb_rules",
         tests![
             munmap_leaves_no_stale_translation,
+            bulk_munmap_leaves_no_stale_translation,
             mprotect_read_only_takes_effect_at_once,
             migration_leaves_no_stale_translation,
             swap_out_writes_a_page_dirtied_through_the_tlb,
             a_write_during_the_change_is_not_lost,
+            frames_outlive_the_flush,
             one_cpu_needs_no_shootdown,
         ],
     );
@@ -90,6 +95,27 @@ fn munmap_leaves_no_stale_translation() {
     assert!(e.is_err(), "read {b:x?} through a stale translation of an unmapped page (the new owner's data)");
     assert_eq!(e.unwrap_err().reason, AccessFailure::NoVma);
     assert_eq!(peek(r.start()), 0xaaaa_aaaa_aaaa_aaaa, "the neighbours stay");
+}
+
+/// The same for a bulk munmap (dying entries, more pages than a TLB
+/// token lists): no page read through the TLB before stays readable.
+fn bulk_munmap_leaves_no_stale_translation() {
+    let a = AddressSpace::new().unwrap();
+    let pages = 2 * kernel::aspace::RELEASE_MAX as u64;
+    let r = a.mmap(None, pages * 4096, rw(), false).unwrap();
+    for i in 0..pages {
+        a.copy_to_user(r.start() + i * 4096, &[0xaa; 8]).unwrap();
+    }
+    let _loaded = a.load();
+    for i in 0..pages {
+        assert_eq!(peek(r.start() + i * 4096), 0xaaaa_aaaa_aaaa_aaaa, "the TLB caches page {i} now");
+    }
+    a.munmap(r.start(), pages * 4096).unwrap();
+    for i in 0..pages {
+        let mut b = [0u8; 8];
+        let e = a.copy_from_user(r.start() + i * 4096, &mut b);
+        assert!(e.is_err(), "page {i}: read {b:x?} through a stale translation after a bulk munmap");
+    }
 }
 
 fn mprotect_read_only_takes_effect_at_once() {
@@ -169,6 +195,40 @@ fn a_write_during_the_change_is_not_lost() {
     assert_eq!(a.swap_out(range), 1);
     swap_in(&a, r.start());
     assert_eq!(peek(r.start()), 0xfeed, "the write made while the swap-out began was lost");
+}
+
+/// Checks, when an unmap's `invalidate_end` comes (after its flush), that
+/// the frame it watches is still allocated.
+struct FrameHeldAtEnd {
+    frame: AtomicU64,
+    /// 0: no unmap ended yet; 1: held at the end; 2: already freed.
+    seen: AtomicU64,
+}
+
+impl Listener for FrameHeldAtEnd {
+    fn invalidate_start(&self, _: AspaceId, _: &Change, _: &mut dyn FnMut(u64)) {}
+    fn invalidate_end(&self, _: AspaceId, c: &Change) {
+        if c.kind == ChangeKind::Unmap {
+            let f = x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(self.frame.load(Ordering::SeqCst)));
+            self.seen.store(if frames::refcount(f) > 0 { 1 } else { 2 }, Ordering::SeqCst);
+        }
+    }
+}
+
+fn frames_outlive_the_flush() {
+    for pages in [1, 4, 2 * kernel::aspace::RELEASE_MAX as u64] {
+        let a = AddressSpace::new().unwrap();
+        let r = a.mmap(None, pages * 4096, rw(), false).unwrap();
+        for i in 0..pages {
+            a.copy_to_user(r.start() + i * 4096, &[1]).unwrap();
+        }
+        let frame = a.walk(r.start() + (pages - 1) * 4096).unwrap().frame;
+        let l = Arc::new(FrameHeldAtEnd { frame: AtomicU64::new(frame.start_address().as_u64()), seen: AtomicU64::new(0) });
+        a.register_listener(l.clone());
+        let _loaded = a.load();
+        a.munmap(r.start(), pages * 4096).unwrap();
+        assert_eq!(l.seen.load(Ordering::SeqCst), 1, "{pages}-page munmap: a frame was freed before the flush and invalidate_end");
+    }
 }
 
 fn one_cpu_needs_no_shootdown() {

@@ -1,5 +1,7 @@
 //! `hmm_pt_iter`: walk the valid leaves of a range, depth first, never
-//! descending into an absent subtree.
+//! descending into an absent subtree — leaf by leaf ([`Iter`]) or leaf
+//! node by leaf node ([`LeafNodes`]: the caller runs its own tight loop
+//! over the node's atomic words, e.g. the kernel exchanging CPU entries).
 
 use super::{index, span, EntryLayout, Leaf, Node, TableMemory, LEVELS};
 use core::marker::PhantomData;
@@ -120,5 +122,81 @@ impl<L: EntryLayout, M: TableMemory> Iterator for Iter<'_, L, M> {
             self.level += 1;
         }
         acc
+    }
+}
+
+/// One leaf node of a walk: `node[first..stop]` are the entries of the
+/// range in it; entry `i` maps page `base + i * 4096`.
+pub struct LeafNode<'a> {
+    pub base: u64,
+    pub node: &'a Node,
+    pub first: usize,
+    pub stop: usize,
+}
+
+impl LeafNode<'_> {
+    /// The page entry `i` maps.
+    #[inline]
+    pub fn va(&self, i: usize) -> u64 {
+        self.base + i as u64 * span(1)
+    }
+}
+
+/// The leaf nodes under a range, in address order, one descent each,
+/// absent subtrees skipped (see [`super::View::leaf_nodes`]). A range
+/// inside one leaf node (the common small unmap) is one straight descent
+/// with no walker state.
+pub struct LeafNodes<'a, L: EntryLayout, M: TableMemory>(Nodes<'a, L, M>);
+
+enum Nodes<'a, L: EntryLayout, M: TableMemory> {
+    One(Option<LeafNode<'a>>),
+    Walk(Iter<'a, L, M>),
+}
+
+impl<'a, L: EntryLayout, M: TableMemory> LeafNodes<'a, L, M> {
+    /// # Safety
+    /// As [`Iter::new`].
+    pub(super) unsafe fn new(mem: &'a M, root: PhysAddr, start: u64, end: u64) -> Self {
+        if start < end && start / span(2) == (end - 1) / span(2) {
+            let mut t = root;
+            for level in (2..=LEVELS).rev() {
+                // SAFETY: reached from the root; the caller keeps it allocated.
+                let node = unsafe { mem.table(t).as_ref() };
+                match L::decode_table(node[index(start, level)].load(Ordering::Acquire)) {
+                    Some(next) => t = next,
+                    None => return LeafNodes(Nodes::One(None)),
+                }
+            }
+            let base = start & !(span(2) - 1);
+            // SAFETY: as above.
+            let node = unsafe { mem.table(t).as_ref() };
+            let stop = if end - base >= span(2) { 512 } else { ((end - base) / span(1)) as usize };
+            return LeafNodes(Nodes::One(Some(LeafNode { base, node, first: index(start, 1), stop })));
+        }
+        // SAFETY: the caller's contract is `Iter::new`'s.
+        LeafNodes(Nodes::Walk(unsafe { Iter::new(mem, root, start, end) }))
+    }
+}
+
+impl<'a, L: EntryLayout, M: TableMemory> Iterator for LeafNodes<'a, L, M> {
+    type Item = LeafNode<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<LeafNode<'a>> {
+        let it = match &mut self.0 {
+            Nodes::One(one) => return one.take(),
+            Nodes::Walk(it) => it,
+        };
+        while !it.done {
+            if it.level > 1 {
+                it.step();
+                continue;
+            }
+            let (table, base, first) = it.stack[0];
+            let stop = it.leaf_stop(base);
+            it.level += 1; // pop: the parent already points past us
+            return Some(LeafNode { base, node: it.node(table), first, stop });
+        }
+        None
     }
 }

@@ -47,7 +47,7 @@ mod memory;
 mod view;
 
 pub use cursor::Cursor;
-pub use iter::Iter;
+pub use iter::{Iter, LeafNode, LeafNodes};
 pub use view::View;
 pub use layout::{EntryLayout, Leaf, SoftLayout, COUNT_MASK, COUNT_SHIFT};
 pub use memory::{HeapMemory, Node, TableMemory};

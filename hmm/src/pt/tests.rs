@@ -318,3 +318,34 @@ fn a_view_reads_what_the_table_holds() {
     let all = r(0, (1 << 20) + 8);
     assert_eq!(view.iter(all).collect::<Vec<_>>(), pt.iter(all).collect::<Vec<_>>());
 }
+
+/// `View::leaf_nodes` yields exactly the leaf nodes under a range, each
+/// once, with the range's entries in it — the one-node fast path and the
+/// walk agree with `iter` on every range tried.
+#[test]
+fn leaf_nodes_cover_exactly_the_range() {
+    let mem = HeapMemory::new();
+    let mut pt = Pt::new(&mem).unwrap();
+    pt.populate(va(500), (0..30).map(|i| Leaf::writable(pa(i + 1)))).unwrap();
+    pt.set(va(1 << 20), Leaf::read_only(pa(99))).unwrap();
+    pt.set(va((1 << 27) + 3), Leaf::read_only(pa(98))).unwrap();
+    // SAFETY: `pt` outlives the view and is not changed while it lives.
+    let view = unsafe { View::<SoftLayout, HeapMemory>::new(&mem, pt.root()) };
+    for (first, end) in [(0, 1), (500, 501), (511, 513), (510, 512), (512, 1024), (0, 530), (505, 1 << 20), (505, (1 << 20) + 1), (0, 1 << 28), (1 << 20, (1 << 20) + 1), ((1 << 27) + 3, (1 << 27) + 4), (3, 4)] {
+        let range = r(first, end);
+        let mut from_nodes = Vec::new();
+        let mut last_base = None;
+        for n in view.leaf_nodes(range.start(), range.end()) {
+            assert!(last_base < Some(n.base), "nodes in order, each once");
+            last_base = Some(n.base);
+            assert!(n.first <= n.stop && n.stop <= 512);
+            assert!(n.va(n.first) >= range.start() && (n.first == n.stop || n.va(n.stop - 1) < range.end()), "entries {}..{} of {:#x} outside {range:?}", n.first, n.stop, n.base);
+            for i in n.first..n.stop {
+                if let Some(l) = SoftLayout::decode_leaf(n.node[i].load(Ordering::Relaxed)) {
+                    from_nodes.push((VirtAddr::new(n.va(i)), l));
+                }
+            }
+        }
+        assert_eq!(from_nodes, view.iter(range).collect::<Vec<_>>(), "range {first}..{end}");
+    }
+}

@@ -7,7 +7,7 @@
 //! loads, so hardware that sets bits meanwhile (the MMU's Accessed/Dirty)
 //! is never torn.
 
-use super::{check_va, index, EntryLayout, Iter, Leaf, Node, TableMemory, LEVELS};
+use super::{check_va, index, EntryLayout, Iter, Leaf, LeafNodes, Node, TableMemory, LEVELS};
 use crate::range::VaRange;
 use core::marker::PhantomData;
 use core::sync::atomic::Ordering;
@@ -53,5 +53,15 @@ impl<'a, L: EntryLayout, M: TableMemory> View<'a, L, M> {
     pub fn iter(&self, range: VaRange) -> Iter<'a, L, M> {
         // SAFETY: `new`'s contract is `Iter::new`'s.
         unsafe { Iter::new(self.mem, self.root, range.start(), range.end()) }
+    }
+
+    /// The leaf nodes under `start..end` (page-aligned, `end` ≤ 2^48), one
+    /// descent each: the owner runs its own loop over each node's words
+    /// (the kernel's munmap exchanges CPU entries there — the owner's
+    /// writes are its business; the view only walks).
+    pub fn leaf_nodes(&self, start: u64, end: u64) -> LeafNodes<'a, L, M> {
+        assert!(end <= super::VA_END && start.is_multiple_of(super::PAGE) && end.is_multiple_of(super::PAGE), "range {start:#x}..{end:#x} is not pages of the 48-bit range");
+        // SAFETY: `new`'s contract is `Iter::new`'s.
+        unsafe { LeafNodes::new(self.mem, self.root, start, end) }
     }
 }

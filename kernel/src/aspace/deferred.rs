@@ -31,27 +31,34 @@
 //! empty tables in place); they are freed only at exit, when no CPU has the
 //! root loaded (checked), hence caches none of it.
 
-use super::pte::{Pte, UserTables};
-use super::{release_user_frame, swap, RELEASE_MAX};
-use crate::mm::frames::Frame;
+use super::pte::UserTables;
+use super::{swap, RELEASE_MAX};
+use crate::mm::frames::{Frame, FreeBatch};
 use crate::mm::tlb::Flushed;
+use core::mem::MaybeUninit;
 use hmm::VaRange;
 use x86_64::structures::paging::PhysFrame;
 
 /// Frame references (and, for a bulk unmap, a range of dying entries)
 /// released only with a [`Flushed`]. Dropping one that holds anything is a
 /// bug (a change that never flushed) and panics.
+// repr(C), the buffer last: so the zeroing of the other fields is not
+// widened over the uninitialised buffer (LLVM may fill undef bytes).
+#[repr(C)]
 pub(crate) struct DeferredFrees {
-    frames: [Option<PhysFrame>; RELEASE_MAX],
     nframes: usize,
     /// Dying entries of this range hold their frames (a bulk unmap keeps
     /// its work list in the page table: no allocation).
     dying: Option<VaRange>,
+    /// `frames[..nframes]` are written (uninitialised storage: a change
+    /// starts with an empty buffer and should not pay to clear it).
+    frames: [MaybeUninit<PhysFrame>; RELEASE_MAX],
 }
 
 impl DeferredFrees {
+    #[inline(always)]
     pub(crate) fn new() -> Self {
-        DeferredFrees { frames: [None; RELEASE_MAX], nframes: 0, dying: None }
+        DeferredFrees { nframes: 0, dying: None, frames: [MaybeUninit::uninit(); RELEASE_MAX] }
     }
 
     /// Take over the frame reference a user entry held.
@@ -60,7 +67,7 @@ impl DeferredFrees {
     /// `frame` must carry a reference (an entry's) that nobody else releases.
     pub(crate) unsafe fn frame(&mut self, frame: PhysFrame) {
         assert!(self.nframes < RELEASE_MAX, "a change released more than {RELEASE_MAX} frames through its buffer");
-        self.frames[self.nframes] = Some(frame);
+        self.frames[self.nframes] = MaybeUninit::new(frame);
         self.nframes += 1;
     }
 
@@ -71,20 +78,31 @@ impl DeferredFrees {
     }
 
     /// Release everything: the flush is complete.
-    pub(crate) fn free(mut self, _proof: Flushed, tables: &mut UserTables) {
-        for f in self.frames[..self.nframes].iter_mut().filter_map(Option::take) {
+    /// Frames whose last reference goes return to the allocator in
+    /// batches, their swap-cache slots released.
+    pub(crate) fn free(&mut self, _proof: Flushed, tables: &mut UserTables) {
+        let mut batch = FreeBatch::new();
+        for f in &self.frames[..self.nframes] {
+            // SAFETY: `frames[..nframes]` were written by `frame`.
+            let f = unsafe { f.assume_init() };
             // SAFETY: `DeferredFrees::frame`'s contract: we own this reference.
-            release_user_frame(unsafe { Frame::from_raw(f) });
+            if let Some(slot) = batch.release(unsafe { Frame::from_raw(f) }) {
+                swap::SWAP.release(slot);
+            }
         }
         self.nframes = 0;
         if let Some(r) = self.dying.take() {
-            tables.for_each(r.start(), r.end(), &mut |_, e| match e.take_non_present() {
-                // SAFETY: a dying entry holds the frame reference of the present entry it was.
-                Pte::Dying { frame } => release_user_frame(unsafe { Frame::from_raw(frame) }),
-                Pte::Swapped { slot } => swap::SWAP.release(slot),
-                Pte::Present { .. } | Pte::Exclusive { .. } => unreachable!("munmap left a live entry"),
-                Pte::None => {}
-            });
+            tables.reap(
+                r.start(),
+                r.end(),
+                |f| {
+                    // SAFETY: a dying entry holds the frame reference of the present entry it was.
+                    if let Some(slot) = batch.release(unsafe { Frame::from_raw(f) }) {
+                        swap::SWAP.release(slot); // the swap cache's
+                    }
+                },
+                |slot| swap::SWAP.release(slot),
+            );
         }
     }
 }

@@ -32,10 +32,22 @@
 //!
 //! Writers are serialized by the address-space lock; the MMUs are the only
 //! other writers, and only of present leaves.
+//!
+//! # One walker
+//! Ranges are walked by `hmm::pt`'s walker (the one mirror and VT-d tables
+//! use) with the x86-64 layout (`layout.rs`): [`UserTables::view`] and
+//! [`UserTables::leaf_nodes`] — one descent per 512-entry leaf node, then a
+//! plain loop over its atomic words. The range operations of a munmap
+//! ([`UserTables::kill`], [`UserTables::clear_live`], [`UserTables::reap`])
+//! are such loops, on raw words: a word is decoded only as far as the
+//! decision needs.
 
+use super::layout::CpuLayout;
 use crate::mm::direct;
 use crate::mm::frames::{self, Frame, FrameFlags, OutOfFrames};
+use crate::platform::KernelTableMemory;
 use core::sync::atomic::{AtomicU64, Ordering};
+use hmm::pt::{LeafNodes, View};
 use x86_64::structures::paging::{PageTableFlags as F, PhysFrame};
 use x86_64::PhysAddr;
 
@@ -144,17 +156,6 @@ impl Entry<'_> {
         Pte::decode(self.0.swap(new.encode(), Ordering::AcqRel))
     }
 
-    /// Clear a *non-present* entry and return what it was: a load and a
-    /// store, cheaper than an exchange — sound because no MMU writes a
-    /// non-present entry and writers hold the address-space lock. Panics
-    /// on a present entry (that needs [`Entry::exchange`] and a flush).
-    pub fn take_non_present(self) -> Pte {
-        let old = Pte::decode(self.raw());
-        assert!(!matches!(old, Pte::Present { .. }), "a present entry is taken by exchange, not a store");
-        self.0.store(0, Ordering::Release);
-        old
-    }
-
     /// Clear `flags` atomically; returns the flags before.
     pub fn clear_flags(self, flags: F) -> F {
         F::from_bits_retain(self.0.fetch_and(!flags.bits(), Ordering::AcqRel) & !ADDR)
@@ -215,6 +216,14 @@ fn is_unused(raw: u64) -> bool {
     raw == 0
 }
 
+/// The present bit.
+const P: u64 = 1;
+
+/// The dying entry for the frame of `raw`.
+fn dying(raw: u64) -> u64 {
+    (raw & ADDR) | DYING.bits()
+}
+
 impl UserTables {
     /// A PML4 whose kernel half is the kernel's.
     pub fn new() -> Result<Self, OutOfFrames> {
@@ -231,8 +240,31 @@ impl UserTables {
         self.pml4
     }
 
-    /// The leaf entry of `va`; with `create`, missing tables are made.
+    /// `hmm::pt`'s walker over these tables, for as long as they are borrowed.
+    pub fn view(&self) -> View<'_, CpuLayout, KernelTableMemory> {
+        // SAFETY: user table nodes are freed only by `destroy`, which takes
+        // the tables by value — excluded while `self` is borrowed — so every
+        // node reachable from the PML4 stays allocated for the view's life;
+        // every access to their words is atomic (see `word`).
+        unsafe { View::new(&KernelTableMemory, self.pml4.start_address()) }
+    }
+
+    /// The leaf nodes under `[start, end)` (see `hmm::pt::View::leaf_nodes`).
+    pub fn leaf_nodes(&self, start: u64, end: u64) -> LeafNodes<'_, CpuLayout, KernelTableMemory> {
+        self.view().leaf_nodes(start, end)
+    }
+
+    /// The leaf entry of page `va`; with `create`, missing tables are
+    /// made. An address outside the user half has none (never a panic:
+    /// callers pass addresses users gave).
     pub fn entry(&mut self, va: u64, create: bool) -> Result<Option<Entry<'_>>, OutOfFrames> {
+        let va = va & !0xfff;
+        if va >= crate::mm::USER_END {
+            return Ok(None);
+        }
+        if !create {
+            return Ok(self.view().leaf_node(va).map(|n| Entry(&n[hmm::pt::index(va, 1)])));
+        }
         let idx = [(va >> 39) & 511, (va >> 30) & 511, (va >> 21) & 511];
         let mut t = self.pml4;
         for i in idx {
@@ -277,7 +309,7 @@ impl UserTables {
 
     /// Visit every used leaf entry in `[start, end)`, skipping absent tables.
     pub fn for_each(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, Entry<'_>)) {
-        walk(self.pml4, 4, 0, start, end, &mut |va, e| {
+        self.for_each_while(start, end, &mut |va, e| {
             f(va, e);
             true
         });
@@ -286,7 +318,80 @@ impl UserTables {
     /// Like [`UserTables::for_each`], stopping when `f` returns false;
     /// returns false if it stopped early.
     pub fn for_each_while(&mut self, start: u64, end: u64, f: &mut dyn FnMut(u64, Entry<'_>) -> bool) -> bool {
-        walk(self.pml4, 4, 0, start, end, f)
+        for n in self.leaf_nodes(start, end) {
+            for (i, w) in n.node.iter().enumerate().take(n.stop).skip(n.first) {
+                if !is_unused(w.load(Ordering::Acquire)) && !f(n.va(i), Entry(w)) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// munmap, bulk: every present or exclusive entry of `[start, end)`
+    /// becomes dying — same frame, reference kept, no translation — a
+    /// present one by one exchange (it leaves every MMU at one instant;
+    /// the frame cannot change under our lock, only A/D, which a dying
+    /// page does not need). `flush(va)` hears each page that was present.
+    pub fn kill(&mut self, start: u64, end: u64, mut flush: impl FnMut(u64)) {
+        for n in self.leaf_nodes(start, end) {
+            for (i, w) in n.node.iter().enumerate().take(n.stop).skip(n.first) {
+                let raw = w.load(Ordering::Relaxed);
+                if raw & P != 0 {
+                    let old = w.swap(dying(raw), Ordering::AcqRel);
+                    debug_assert_eq!(old & ADDR, raw & ADDR, "a present entry's frame changed under the lock");
+                    flush(n.va(i));
+                } else if raw & (EXCLUSIVE.bits() | SWAP.bits()) == EXCLUSIVE.bits() {
+                    // Not present: no MMU writes it, a store will do.
+                    w.store(dying(raw), Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// munmap, small: every present or exclusive entry of `[start, end)`
+    /// is exchanged for none; `taken(va, frame, was_present)` receives the
+    /// frame reference it held. Swapped entries stay (for [`Self::reap`]):
+    /// returns whether there were any.
+    pub fn clear_live(&mut self, start: u64, end: u64, mut taken: impl FnMut(u64, PhysFrame, bool)) -> bool {
+        let mut swapped = false;
+        for n in self.leaf_nodes(start, end) {
+            for (i, w) in n.node.iter().enumerate().take(n.stop).skip(n.first) {
+                let raw = w.load(Ordering::Relaxed);
+                if raw & P != 0 {
+                    let old = w.swap(0, Ordering::AcqRel);
+                    taken(n.va(i), frame_of(old), true);
+                } else if raw & SWAP.bits() != 0 {
+                    swapped = true;
+                } else if raw & EXCLUSIVE.bits() != 0 {
+                    w.store(0, Ordering::Release);
+                    taken(n.va(i), frame_of(raw), false);
+                }
+            }
+        }
+        swapped
+    }
+
+    /// After a munmap's flush: clear every dying and swapped entry of
+    /// `[start, end)`, handing over the frame reference or swap slot it
+    /// held. Plain stores: no MMU writes a non-present entry. Panics on a
+    /// live (present or exclusive) entry: the munmap left one.
+    pub fn reap(&mut self, start: u64, end: u64, mut frame: impl FnMut(PhysFrame), mut slot: impl FnMut(u64)) {
+        for n in self.leaf_nodes(start, end) {
+            for w in &n.node[n.first..n.stop] {
+                let raw = w.load(Ordering::Relaxed);
+                if raw == 0 {
+                    continue;
+                }
+                assert!(raw & (P | EXCLUSIVE.bits()) == 0, "munmap left a live entry");
+                w.store(0, Ordering::Release);
+                if raw & SWAP.bits() != 0 {
+                    slot((raw & ADDR) >> 12);
+                } else if raw & DYING.bits() != 0 {
+                    frame(frame_of(raw));
+                }
+            }
+        }
     }
 
     /// Visit every used leaf entry, then free every user page-table frame.
@@ -297,31 +402,6 @@ impl UserTables {
         free(self.pml4, 4);
         self.table_frames = 0;
     }
-}
-
-fn walk(t: PhysFrame, level: u8, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, Entry<'_>) -> bool) -> bool {
-    let span = 1u64 << (12 + 9 * (level as u64 - 1));
-    let first = if start > base { ((start - base) / span) as usize } else { 0 };
-    // In the PML4 only the user half (0..256) belongs to us.
-    let last = if level == 4 { 256 } else { 512 };
-    for i in first..last {
-        let va = base + i as u64 * span;
-        if va >= end {
-            break;
-        }
-        // SAFETY: `walk` starts at a `UserTables`' PML4, borrowed by the
-        // caller for the whole walk, and follows only its links.
-        let w = unsafe { word(t, i) };
-        let raw = w.load(Ordering::Acquire);
-        if is_unused(raw) {
-            continue;
-        }
-        let go_on = if level == 1 { f(va, Entry(w)) } else { walk(frame_of(raw), level - 1, va, start.max(va), end.min(va + span), f) };
-        if !go_on {
-            return false;
-        }
-    }
-    true
 }
 
 fn free(t: PhysFrame, level: u8) {

@@ -116,22 +116,30 @@ impl Vmas {
     /// first). Each round takes the last area starting below `r`'s end —
     /// one search — while it overlaps `r`; the pieces left beside `r`
     /// overlap it no more, so it ends.
+    /// An area that starts at or before `r` is the last one to look at
+    /// (areas are disjoint and sorted), so the common one-area cut is one
+    /// search; a left remainder keeps its key and is shortened in place.
     fn cut(&mut self, r: VaRange, removed: &mut dyn FnMut(Vma)) {
         self.hint.set(None);
-        loop {
-            let last = self.by_start.range(..r.end()).next_back().map(|(_, v)| *v);
-            let Some(v) = last.filter(|v| v.range.overlaps(&r)) else { break };
-            self.by_start.remove(&v.range.start());
+        while let Some((_, slot)) = self.by_start.range_mut(..r.end()).next_back() {
+            let v = *slot;
+            if !v.range.overlaps(&r) {
+                break;
+            }
             let cut = v.range.intersect(&r).expect("overlapping");
             if v.range.start() < cut.start() {
-                let left = VaRange::new(v.range.start(), cut.start()).expect("sub-range");
-                self.by_start.insert(left.start(), Vma { range: left, prot: v.prot });
+                slot.range = VaRange::new(v.range.start(), cut.start()).expect("sub-range");
+            } else {
+                self.by_start.remove(&v.range.start());
             }
             if cut.end() < v.range.end() {
                 let right = VaRange::new(cut.end(), v.range.end()).expect("sub-range");
                 self.by_start.insert(right.start(), Vma { range: right, prot: v.prot });
             }
             removed(Vma { range: cut, prot: v.prot });
+            if v.range.start() <= r.start() {
+                break;
+            }
         }
     }
 

@@ -114,7 +114,13 @@ pub unsafe fn load_root(root: PhysFrame) {
 /// The CPUs that may cache translations of `root`.
 pub fn cpus_caching(root: PhysFrame) -> CpuSet {
     let r = root.start_address().as_u64();
-    (0..MAX_CPUS).filter_map(CpuId::new).filter(|c| LOADED[c.index()].load(Ordering::SeqCst) == r).fold(CpuSet::EMPTY, CpuSet::with)
+    let mut set = CpuSet::EMPTY;
+    for (i, loaded) in LOADED.iter().enumerate() {
+        if loaded.load(Ordering::SeqCst) == r {
+            set = set.with(CpuId::new(i).expect("LOADED has MAX_CPUS slots"));
+        }
+    }
+    set
 }
 
 fn vector() -> u8 {
@@ -130,6 +136,11 @@ fn vector() -> u8 {
 /// Flush `pages` (or all) of `root` everywhere it may be cached; returns
 /// once every other CPU acknowledged.
 pub(super) fn flush(root: PhysFrame, pages: &[u64], all: bool) {
+    // Loaded nowhere (read after the caller's entry changes, see the
+    // module docs): no CPU caches anything to flush, wherever we run.
+    if cpus_caching(root).is_empty() {
+        return;
+    }
     interrupts::without_interrupts(|| {
         let me = cpus::this_cpu();
         let caching = cpus_caching(root);

@@ -12,6 +12,7 @@
 
 use super::shootdown;
 use x86_64::structures::paging::{Page, PhysFrame};
+use core::mem::MaybeUninit;
 use x86_64::VirtAddr;
 
 /// Above this many pages, flush the whole (non-global) TLB instead.
@@ -19,12 +20,27 @@ pub const INVLPG_THRESHOLD: usize = 32;
 
 /// Pages whose translations changed and are not yet flushed.
 #[must_use = "the TLBs still hold the old translations: call .flush()"]
-#[derive(Debug, Default)]
+#[repr(C)] // the buffer last: zeroing `count` and `all` is not widened over it
 pub struct TlbFlush {
-    /// Fixed storage: a token must not allocate (it is made under locks).
-    pages: [u64; INVLPG_THRESHOLD],
     count: usize,
     all: bool,
+    /// Fixed storage: a token must not allocate (it is made under locks).
+    /// `pages[..count]` are written; the rest is left uninitialised (a
+    /// token is made for every change: clearing 256 bytes each time showed
+    /// in the 1-page munmap).
+    pages: [MaybeUninit<u64>; INVLPG_THRESHOLD],
+}
+
+impl Default for TlbFlush {
+    fn default() -> Self {
+        TlbFlush { count: 0, all: false, pages: [MaybeUninit::uninit(); INVLPG_THRESHOLD] }
+    }
+}
+
+impl core::fmt::Debug for TlbFlush {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TlbFlush").field("pages", &self.pages()).field("all", &self.all).finish()
+    }
 }
 
 /// Proof that a [`TlbFlush`] was carried out on every CPU that may cache
@@ -47,15 +63,29 @@ impl TlbFlush {
         Self::default()
     }
 
+    /// The pages recorded.
+    fn pages(&self) -> &[u64] {
+        // SAFETY: `pages[..count]` were written by `add`; `MaybeUninit<u64>`
+        // has `u64`'s layout.
+        unsafe { core::slice::from_raw_parts(self.pages.as_ptr().cast::<u64>(), self.count) }
+    }
+
     /// Record one page.
+    #[inline]
     pub fn add(&mut self, page: Page) {
+        self.add_addr(page.start_address().as_u64());
+    }
+
+    /// Record the page at `va` (page-aligned, canonical: a user page).
+    #[inline]
+    pub fn add_addr(&mut self, va: u64) {
         if self.all {
             return;
         }
         if self.count == INVLPG_THRESHOLD {
             self.all = true;
         } else {
-            self.pages[self.count] = page.start_address().as_u64();
+            self.pages[self.count] = MaybeUninit::new(va);
             self.count += 1;
         }
     }
@@ -70,7 +100,7 @@ impl TlbFlush {
         if other.all {
             self.all = true;
         } else {
-            for &p in &other.pages[..other.count] {
+            for &p in other.pages() {
                 self.add(Page::containing_address(VirtAddr::new(p)));
             }
         }
@@ -96,9 +126,10 @@ impl TlbFlush {
     /// space rooted at `root`: this CPU if it has `root` loaded, the
     /// others by one shootdown round that returns only when each of them
     /// acknowledged. An empty token flushes nothing.
+    #[inline]
     pub fn flush(self, root: PhysFrame) -> Flushed {
         if !self.is_empty() {
-            shootdown::flush(root, &self.pages[..self.count], self.all);
+            shootdown::flush(root, self.pages(), self.all);
         }
         Flushed(())
     }
