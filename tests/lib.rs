@@ -27,3 +27,24 @@ impl Rng {
         self.next_u64() % n
     }
 }
+
+/// The highest-numbered online CPU (the boot CPU on one CPU).
+pub fn last_cpu() -> kernel::cpus::CpuId {
+    kernel::cpus::online().iter().last().expect("the boot CPU")
+}
+
+/// Sleep until `done()`, or panic after about `limit_ms` of virtual time,
+/// listing every task and its state (a lost wake-up shows as a task left
+/// blocked for good).
+pub fn wait_for(what: &str, limit_ms: u64, done: impl Fn() -> bool) {
+    let t0 = kernel::sched::ticks();
+    while !done() {
+        if kernel::sched::ticks() - t0 >= limit_ms / 10 {
+            for t in kernel::sched::tasks() {
+                kernel::println!("  task {} {:?} {:?} last on {}", t.id, t.name, t.state(), t.last_cpu());
+            }
+            panic!("{what}: not done after {limit_ms} ms");
+        }
+        kernel::sched::sleep_ms(1);
+    }
+}

@@ -16,6 +16,7 @@ extern crate alloc;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::cpus::{self, CpuId};
 use kernel::sched;
+use test_kernels::{last_cpu, wait_for, Rng};
 use x86_64::instructions::interrupts;
 
 kernel::entry!(main);
@@ -23,34 +24,6 @@ kernel::entry!(main);
 fn main(_: &'static kernel::BootInfo) -> ! {
     sched::init();
     kernel::testing::run("sched_races", kernel::tests![a_wake_during_the_block_is_not_lost, tasks_stolen_while_switching_resume_intact]);
-}
-
-fn last_cpu() -> CpuId {
-    cpus::online().iter().last().expect("the boot CPU")
-}
-
-/// Sleep until `done()` or about `limit_ms` of virtual time passed.
-fn wait_for(what: &str, limit_ms: u64, done: impl Fn() -> bool) {
-    let t0 = sched::ticks();
-    while !done() {
-        if sched::ticks() - t0 >= limit_ms / 10 {
-            for t in sched::tasks() {
-                kernel::println!("  task {} {:?} {:?} last on {}", t.id, t.name, t.state(), t.last_cpu());
-            }
-            let parked: alloc::vec::Vec<bool> = PARKED.iter().map(|p| p.load(Ordering::SeqCst)).collect();
-            kernel::println!("  parked {parked:?}");
-            panic!("{what}: not done after {limit_ms} ms (a lost wake-up leaves a task blocked for good)");
-        }
-        sched::sleep_ms(1);
-    }
-}
-
-/// A cheap pseudo-random step (xorshift64).
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
 }
 
 const ROUNDS: u64 = 20_000;
@@ -68,7 +41,7 @@ fn pinger(side: u64) {
     while !GO.load(Ordering::SeqCst) {
         sched::yield_now();
     }
-    let mut rng = 0x9e37_79b9_7f4a_7c15 ^ (side + 1);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (side + 1));
     for round in 0..ROUNDS {
         let mine = round * 2 + side;
         loop {
@@ -81,7 +54,7 @@ fn pinger(side: u64) {
         interrupts::enable();
         TURN.store(mine + 1, Ordering::SeqCst);
         sched::wake(IDS[1 - side as usize].load(Ordering::SeqCst));
-        for i in 0..next(&mut rng) % 1024 {
+        for i in 0..rng.below(1024) {
             core::hint::black_box(i);
         }
     }
@@ -124,9 +97,9 @@ fn yielder(index: u64) {
     let seed = 0x1234_5678 * (index + 1);
     let parked = &PARKED[index as usize];
     let mut on_stack = [0u64; 16];
-    let (mut sum, mut x) = (0u64, seed | 1);
+    let (mut sum, mut x) = (0u64, Rng::new(seed));
     for n in 0..SWITCHES {
-        let v = next(&mut x);
+        let v = x.next_u64();
         sum = sum.wrapping_add(v);
         on_stack[(n % 16) as usize] ^= v;
         if n % 4 == 3 {
@@ -141,9 +114,9 @@ fn yielder(index: u64) {
         }
         core::hint::black_box(&mut on_stack);
     }
-    let (mut again, mut x2, mut stack2) = (0u64, seed | 1, [0u64; 16]);
+    let (mut again, mut x2, mut stack2) = (0u64, Rng::new(seed), [0u64; 16]);
     for i in 0..SWITCHES {
-        let v = next(&mut x2);
+        let v = x2.next_u64();
         again = again.wrapping_add(v);
         stack2[(i % 16) as usize] ^= v;
     }

@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::cpus::{self, CpuId};
 use kernel::{irq, sched};
+use test_kernels::{last_cpu, wait_for};
 use x86_64::instructions::interrupts;
 
 kernel::entry!(main);
@@ -24,19 +25,6 @@ fn main(_: &'static kernel::BootInfo) -> ! {
         "smp_boot",
         kernel::tests![every_madt_cpu_is_online, each_cpu_has_its_own_tables_and_stacks, spawned_tasks_run_on_every_cpu, ping_pong_across_cpus_loses_no_wakeup, interrupt_on_cpu0_wakes_a_waiter_elsewhere, held_lock_counts_are_per_cpu, stolen_tasks_resume_intact],
     );
-}
-
-fn last_cpu() -> CpuId {
-    cpus::online().iter().last().expect("the boot CPU")
-}
-
-/// Sleep until `done()` or about `limit_ms` of virtual time passed.
-fn wait_for(what: &str, limit_ms: u64, done: impl Fn() -> bool) {
-    let t0 = sched::ticks();
-    while !done() {
-        assert!(sched::ticks() - t0 < limit_ms / 10, "{what}: not done after {limit_ms} ms");
-        sched::sleep_ms(1);
-    }
 }
 
 fn every_madt_cpu_is_online() {

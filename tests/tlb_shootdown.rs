@@ -27,6 +27,7 @@ use kernel::aspace::{Access, AddressSpace, Prot};
 use kernel::cpus::{self, CpuId};
 use kernel::mm::{direct, frames, shootdown};
 use kernel::{sched, tests, BootInfo};
+use test_kernels::wait_for;
 use spin::Mutex;
 use x86_64::instructions::interrupts;
 
@@ -61,15 +62,6 @@ fn others() -> impl Iterator<Item = CpuId> {
 
 fn space() -> Arc<AddressSpace> {
     SPACE.lock().clone().expect("a space for this check")
-}
-
-/// Sleep until `done()`, at most about `limit_ms`.
-fn wait_for(what: &str, limit_ms: u64, done: impl Fn() -> bool) {
-    let t0 = sched::ticks();
-    while !done() {
-        assert!(sched::ticks() - t0 < limit_ms / 10, "{what}: not done after {limit_ms} ms");
-        sched::sleep_ms(1);
-    }
 }
 
 /// Read a u64 of user memory through this CPU's TLB; Err on a fault
